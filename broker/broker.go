@@ -1,0 +1,101 @@
+// Package broker moves published messages between backends and the hub of
+// this node: an embedded in-process broker for a single node, and a Redis
+// broker (pub/sub and streams) shared by many nodes.
+//
+// A broker knows nothing about subscribers: the hub tells it which
+// channels are in use on this node and receives every message of those
+// channels through a Handler.
+package broker
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Source says how a message first reached this node.
+type Source uint8
+
+const (
+	SourcePubSub Source = iota // Redis PUBLISH / SPUBLISH
+	SourceStream               // Redis XADD, read from the stream
+	SourceHTTP                 // HTTP POST to the hub
+	SourceWS                   // WebSocket publish frame
+)
+
+func (s Source) String() string {
+	switch s {
+	case SourcePubSub:
+		return "pubsub"
+	case SourceStream:
+		return "stream"
+	case SourceHTTP:
+		return "http"
+	case SourceWS:
+		return "ws"
+	}
+	return "unknown"
+}
+
+// Message is one published message as it reached this node. It is shared
+// by every subscriber and must not be modified once handed to a Handler.
+type Message struct {
+	Channel string
+	// ID is the message's position in its channel: a Redis stream id
+	// ("1700000000000-0") for stream-fed messages, the same on every
+	// node, or "<epoch>-<seq>" assigned by this node for pub/sub and
+	// embedded-broker messages (see Position).
+	ID    string
+	Event string // "" is the default event, "message"
+	Data  []byte
+	// Source is how the message first reached this node.
+	Source Source
+	// Received is when the message reached this node, for latency
+	// metrics.
+	Received time.Time
+}
+
+// Handler receives what a broker delivers for the channels the hub has
+// subscribed. Calls for one channel come in order; they must not block
+// (the hub queues, it never waits on a subscriber).
+type Handler interface {
+	// Deliver hands over one message.
+	Deliver(m *Message)
+	// Gap reports that messages of channel may have been lost (a pub/sub
+	// subscription was interrupted, a stream could not be read). The
+	// broker starts a new epoch for the channel's pub/sub ids.
+	Gap(channel string, reason string)
+}
+
+// Broker is what the hub needs from a message bus.
+type Broker interface {
+	// Subscribe starts delivering channel's messages to the Handler.
+	// When it returns nil, every message published to channel after
+	// that moment is delivered: the subscription is confirmed by the
+	// bus. It returns the channel's current stream position (the last
+	// id, or "" when the channel has no stored messages). The hub calls
+	// it once per channel, when the channel gains its first local user.
+	Subscribe(ctx context.Context, channel string) (lastID string, err error)
+	// Unsubscribe stops delivery of channel once it has no local user.
+	Unsubscribe(channel string)
+	// Publish stores and/or broadcasts a message and returns its id.
+	Publish(ctx context.Context, channel, event string, data []byte, src Source) (id string, err error)
+	// History returns up to limit stored messages of channel with an id
+	// after afterID, oldest first. ErrNoHistory means the broker keeps no
+	// history for the channel (pub/sub only); ErrUnknownID means afterID
+	// cannot be placed.
+	History(ctx context.Context, channel, afterID string, limit int) ([]*Message, error)
+	// Healthy reports whether the bus is reachable.
+	Healthy() bool
+	// Close stops every goroutine of the broker.
+	Close() error
+}
+
+var (
+	// ErrNoHistory means a channel keeps no history in the broker.
+	ErrNoHistory = errors.New("no history kept for this channel")
+	// ErrUnknownID means an id cannot be placed in a channel's history.
+	ErrUnknownID = errors.New("unknown message id")
+	// ErrUnavailable means the bus cannot be reached now.
+	ErrUnavailable = errors.New("message bus unavailable")
+)

@@ -1,0 +1,235 @@
+// Package realtime is a Caddy HTTP handler that adds real-time push to the
+// apps behind Caddy: it keeps Server-Sent Events and WebSocket streams of
+// an upstream healthy (no buffering, heartbeats, Origin and ticket checks),
+// and with `hub` it serves subscriptions itself from Redis or an embedded
+// broker over SSE, WebSocket and long-polling.
+//
+// This package is the thin Caddy adapter: configuration, provisioning and
+// request routing. The work is done by the packages sse, ws, fallback,
+// auth, replay, broker and hub, which do not import Caddy.
+package realtime
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults, documented in the README.
+const (
+	DefaultPrefix          = "realtime:"
+	DefaultHeartbeat       = 15 * time.Second
+	DefaultTicketTTL       = 30 * time.Second
+	DefaultReplaySize      = 1000
+	DefaultReplayTTL       = 10 * time.Minute
+	DefaultLongpollTimeout = 25 * time.Second
+	DefaultMaxChannels     = 64
+	DefaultMessageSize     = 64 * 1024
+)
+
+// Handler is the `realtime` HTTP handler.
+//
+// Without `hub` it is a middleware for an app that streams by itself:
+// responses of type text/event-stream are passed through unbuffered with
+// heartbeats, and WebSocket upgrades pass only after the Origin (and
+// ticket) checks. With `hub` it answers subscriptions and publishes itself.
+type Handler struct {
+	// Hub makes the handler serve subscriptions (SSE, WebSocket,
+	// long-poll) and HTTP publishing from its broker, instead of passing
+	// requests to the next handler.
+	Hub bool `json:"hub,omitempty"`
+
+	// Redis lists the redis:// or rediss:// URLs of the Redis server, or
+	// of the nodes of a Redis Cluster. Empty: an embedded in-process
+	// broker serves this node alone.
+	Redis []string `json:"redis,omitempty"`
+
+	// Prefix is prepended to every Redis channel and key name. Default
+	// "realtime:".
+	Prefix string `json:"prefix,omitempty"`
+
+	// Heartbeat is the interval of SSE heartbeat comments and WebSocket
+	// pings when a stream is idle. Default 15s; a negative value turns
+	// heartbeats off (Caddyfile: `heartbeat off`).
+	Heartbeat caddy.Duration `json:"heartbeat,omitempty"`
+
+	// Origins lists the allowed values of the Origin header; `*` matches
+	// one host label. Empty: only the request's own host (and requests
+	// without an Origin header).
+	Origins []string `json:"origins,omitempty"`
+
+	// PublishKey is the bearer key that lets a backend publish over HTTP
+	// (`Authorization: Bearer <publish_key>`). Placeholders such as
+	// {env.REALTIME_PUBLISH_KEY} are replaced when the config loads.
+	PublishKey string `json:"publish_key,omitempty"`
+
+	// Ticket turns ticket authentication on.
+	Ticket *TicketConfig `json:"ticket,omitempty"`
+
+	// Replay configures the replay cache that lets clients resume.
+	Replay *ReplayConfig `json:"replay,omitempty"`
+
+	// LongpollTimeout is how long a long-poll waits for a message before
+	// answering with an empty list. Default 25s.
+	LongpollTimeout caddy.Duration `json:"longpoll_timeout,omitempty"`
+
+	// Limits bounds what clients may use.
+	Limits *Limits `json:"limits,omitempty"`
+
+	logger    *zap.Logger
+	heartbeat time.Duration
+}
+
+// TicketConfig configures tickets: short-lived credentials a browser
+// presents as `?ticket=` or `Authorization: Bearer`.
+type TicketConfig struct {
+	// Secret is the HS256 key of signed tickets (JWTs). Empty: signed
+	// tickets are not accepted.
+	Secret string `json:"secret,omitempty"`
+	// Issue is the path of the built-in ticket endpoint (POST).
+	Issue string `json:"issue,omitempty"`
+	// Authorize is the URL of the app endpoint that approves ticket
+	// requests and ticketless subscriptions.
+	Authorize string `json:"authorize,omitempty"`
+	// TTL is the lifetime of issued tickets. Default 30s.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+}
+
+// ReplayConfig configures the replay cache.
+type ReplayConfig struct {
+	// Size is how many messages are kept per channel. Default 1000.
+	Size int `json:"size,omitempty"`
+	// TTL is how long a channel's messages are kept, and how long a node
+	// keeps feeding a channel's cache after its last subscriber left.
+	// Default 10m.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+}
+
+// Limits bounds what clients may use. Zero values take the defaults
+// documented in the README.
+type Limits struct {
+	// Connections is the number of open subscriptions on this node, all
+	// transports together. Default 0: no limit beyond the open-file limit.
+	Connections int `json:"connections,omitempty"`
+	// PerIP is the number of open subscriptions per client IP. Default
+	// 0: no limit.
+	PerIP int `json:"per_ip,omitempty"`
+	// Channels is the number of channels in one subscription. Default 64.
+	Channels int `json:"channels,omitempty"`
+	// MessageSize is the largest publish body and inbound WebSocket
+	// frame, in bytes. Default 64KiB.
+	MessageSize int64 `json:"message_size,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.realtime",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets defaults and sets up the handler.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	h.PublishKey = repl.ReplaceKnown(h.PublishKey, "")
+	for i, u := range h.Redis {
+		h.Redis[i] = repl.ReplaceKnown(u, "")
+	}
+	if h.Prefix == "" {
+		h.Prefix = DefaultPrefix
+	}
+	switch {
+	case h.Heartbeat == 0:
+		h.heartbeat = DefaultHeartbeat
+	case h.Heartbeat > 0:
+		h.heartbeat = time.Duration(h.Heartbeat)
+	}
+	if h.LongpollTimeout == 0 {
+		h.LongpollTimeout = caddy.Duration(DefaultLongpollTimeout)
+	}
+	if h.Ticket != nil {
+		h.Ticket.Secret = repl.ReplaceKnown(h.Ticket.Secret, "")
+		h.Ticket.Authorize = repl.ReplaceKnown(h.Ticket.Authorize, "")
+		if h.Ticket.TTL == 0 {
+			h.Ticket.TTL = caddy.Duration(DefaultTicketTTL)
+		}
+	}
+	if h.Replay == nil {
+		h.Replay = new(ReplayConfig)
+	}
+	if h.Replay.Size == 0 {
+		h.Replay.Size = DefaultReplaySize
+	}
+	if h.Replay.TTL == 0 {
+		h.Replay.TTL = caddy.Duration(DefaultReplayTTL)
+	}
+	if h.Limits == nil {
+		h.Limits = new(Limits)
+	}
+	if h.Limits.Channels == 0 {
+		h.Limits.Channels = DefaultMaxChannels
+	}
+	if h.Limits.MessageSize == 0 {
+		h.Limits.MessageSize = DefaultMessageSize
+	}
+	return nil
+}
+
+// Validate rejects configurations that cannot work.
+func (h *Handler) Validate() error {
+	for _, u := range h.Redis {
+		if !strings.HasPrefix(u, "redis://") && !strings.HasPrefix(u, "rediss://") {
+			return fmt.Errorf("redis: URL %q must start with redis:// or rediss://", u)
+		}
+	}
+	if h.LongpollTimeout < 0 {
+		return fmt.Errorf("longpoll_timeout must be positive")
+	}
+	if h.Replay.Size < 0 || h.Replay.TTL < 0 {
+		return fmt.Errorf("replay size and ttl must be positive")
+	}
+	if h.Limits.Connections < 0 || h.Limits.PerIP < 0 || h.Limits.Channels < 0 || h.Limits.MessageSize < 0 {
+		return fmt.Errorf("limits must be positive")
+	}
+	if t := h.Ticket; t != nil {
+		if t.Issue != "" && t.Authorize == "" {
+			return fmt.Errorf("ticket: issue needs authorize, the app endpoint that approves ticket requests")
+		}
+		if t.Secret == "" && t.Authorize == "" && len(h.Redis) == 0 {
+			return fmt.Errorf("ticket: no way to accept a ticket: set secret, authorize, or redis")
+		}
+		if t.Issue != "" && t.Secret == "" && len(h.Redis) == 0 {
+			return fmt.Errorf("ticket: issue needs redis or secret to store or sign the tickets it issues")
+		}
+	}
+	return nil
+}
+
+// Cleanup releases what Provision set up.
+func (h *Handler) Cleanup() error {
+	return nil
+}
+
+// ServeHTTP routes a request to the hub or passes it through.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	return next.ServeHTTP(w, r)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -43,8 +43,8 @@ type Message struct {
 	Channel string
 	// ID is the message's position in its channel: a Redis stream id
 	// ("1700000000000-0") for stream-fed messages, the same on every
-	// node, or "<epoch>-<seq>" assigned by this node for pub/sub and
-	// embedded-broker messages (see Position).
+	// node, or "p.<epoch>.<seq>" assigned by this node for pub/sub and
+	// embedded-broker messages (see ParseNodeID, IsStreamID).
 	ID    string
 	Event string // "" is the default event, "message"
 	Data  []byte
@@ -56,15 +56,21 @@ type Message struct {
 }
 
 // Handler receives what a broker delivers for the channels the hub has
-// subscribed. Calls for one channel come in order; they must not block
-// (the hub queues, it never waits on a subscriber).
+// subscribed. Calls for one channel (Deliver and Gap) never overlap and
+// come in order; calls for different channels may run concurrently. They
+// must not block (the hub queues, it never waits on a subscriber): the
+// broker calls them from its Redis read loops.
 type Handler interface {
 	// Deliver hands over one message.
 	Deliver(m *Message)
 	// Gap reports that messages of channel may have been lost (a pub/sub
 	// subscription was interrupted, a stream could not be read). The
-	// broker starts a new epoch for the channel's pub/sub ids.
-	Gap(channel string, reason string)
+	// broker starts a new epoch for the channel's pub/sub ids. After a
+	// reconnect it is called once the channel's subscription is confirmed
+	// again, before any message received on the new subscription.
+	// resumeID is the position from which delivery goes on (for pub/sub
+	// the start of the new epoch), a valid resume point.
+	Gap(channel, reason, resumeID string)
 }
 
 // Broker is what the hub needs from a message bus.
@@ -77,13 +83,18 @@ type Broker interface {
 	// it once per channel, when the channel gains its first local user.
 	Subscribe(ctx context.Context, channel string) (lastID string, err error)
 	// Unsubscribe stops delivery of channel once it has no local user.
+	// It does no network I/O and never blocks on the bus.
 	Unsubscribe(channel string)
-	// Publish stores and/or broadcasts a message and returns its id.
+	// Publish stores and/or broadcasts a message and returns its id. The
+	// message reaches this node's Handler like any other, with Source src.
+	// When the bus is down it fails at once with an error wrapping
+	// ErrUnavailable.
 	Publish(ctx context.Context, channel, event string, data []byte, src Source) (id string, err error)
 	// History returns up to limit stored messages of channel with an id
 	// after afterID, oldest first. ErrNoHistory means the broker keeps no
-	// history for the channel (pub/sub only); ErrUnknownID means afterID
-	// cannot be placed.
+	// history for the channel (pub/sub only, or afterID is a node-assigned
+	// id); ErrUnknownID means afterID cannot be placed; ErrTrimmed means
+	// messages after afterID are no longer retained.
 	History(ctx context.Context, channel, afterID string, limit int) ([]*Message, error)
 	// Healthy reports whether the bus is reachable.
 	Healthy() bool
@@ -98,4 +109,7 @@ var (
 	ErrUnknownID = errors.New("unknown message id")
 	// ErrUnavailable means the bus cannot be reached now.
 	ErrUnavailable = errors.New("message bus unavailable")
+	// ErrTrimmed means messages after an id were trimmed away or expired:
+	// the caller answers "expired".
+	ErrTrimmed = errors.New("messages after this id are no longer retained")
 )

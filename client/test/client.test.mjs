@@ -1,0 +1,286 @@
+// Unit tests of realtime.js in Node, no server and no browser: the file
+// runs in a vm context whose fetch is a scripted fake, so the SSE parser
+// (chunks split anywhere), long-poll cursors, fallback, refusals and
+// tickets are checked exactly. The browser tests check the real thing.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import vm from 'node:vm';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const source = fs.readFileSync(path.join(here, '..', 'realtime.js'), 'utf8');
+const WAIT = 5000;
+
+// load runs realtime.js in a fresh context with the given fetch.
+function load(fetch) {
+  const ctx = {
+    URL, TextDecoder, TextEncoder, ReadableStream, AbortController, Response, Blob,
+    setTimeout, clearTimeout, Promise, atob, Uint8Array, ArrayBuffer, JSON, Math, console,
+    fetch: (...args) => {
+      const p = fetch(...args);
+      setTimeout(() => { for (const c of checks) c(); }, 0);
+      return p;
+    },
+    location: { href: 'http://example.test/page' },
+  };
+  ctx.window = ctx;
+  vm.createContext(ctx);
+  vm.runInContext(source, ctx, { filename: 'realtime.js' });
+  assert.equal(typeof ctx.Realtime, 'function', 'realtime.js defines window.Realtime');
+  return ctx.Realtime;
+}
+
+const enc = new TextEncoder();
+const checks = new Set(); // re-run waits' predicates after every fake fetch
+const plain = (x) => JSON.parse(JSON.stringify(x)); // objects of the vm's realm, as plain data
+
+// sseResponse streams chunks (strings or byte arrays), then ends or stays open.
+function sseResponse(chunks, { end = true, signal } = {}) {
+  const stream = new ReadableStream({
+    start(c) {
+      for (const ch of chunks) c.enqueue(typeof ch === 'string' ? enc.encode(ch) : ch);
+      if (end) c.close();
+      else signal?.addEventListener('abort', () => c.error(new Error('aborted')));
+    },
+  });
+  return new Response(stream, { headers: { 'Content-Type': 'text/event-stream' } });
+}
+
+function json(obj, status = 200) {
+  return new Response(JSON.stringify(obj), { status, headers: { 'Content-Type': 'application/json' } });
+}
+
+// collect records a client's events; until(pred) waits for pred(log).
+function collect(rt) {
+  const log = { messages: [], resets: [], states: [], errors: [] };
+  const waiters = [];
+  const check = () => {
+    for (const w of waiters.slice()) {
+      if (w.pred(log)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        clearTimeout(w.timer);
+        w.resolve();
+      }
+    }
+  };
+  checks.add(check);
+  rt.on('message', (m) => { log.messages.push(m); check(); });
+  rt.on('reset', (r) => { log.resets.push(r); check(); });
+  rt.on('state', (s) => { log.states.push(s); check(); });
+  rt.on('error', (e) => { log.errors.push(e); check(); });
+  log.until = (pred, what) => new Promise((resolve, reject) => {
+    if (pred(log)) return resolve();
+    const w = { pred, resolve };
+    w.timer = setTimeout(() => {
+      waiters.splice(waiters.indexOf(w), 1);
+      reject(new Error(`timed out waiting for ${what}: ${JSON.stringify({ ...log, errors: log.errors.map(String) })}`));
+    }, WAIT);
+    waiters.push(w);
+  });
+  return log;
+}
+
+// split cuts s into chunks at every position in cuts (byte offsets).
+function split(bytes, cuts) {
+  const out = [];
+  let at = 0;
+  for (const c of cuts) {
+    out.push(bytes.slice(at, c));
+    at = c;
+  }
+  out.push(bytes.slice(at));
+  return out;
+}
+
+const streamText =
+  '\ufeff: hello\r\n' +
+  'retry: 2000\r\n\r\n' +
+  'id: 1-0\r\ndata: {"channel":"news","id":"1-0","event":"message","data":"héllo ✓"}\r\n\r\n' +
+  'id: 2-0\nevent: chat.text\ndata: {"channel":"chat","id":"2-0","event":"chat.text","data":"a\\nb"}\n\n' +
+  ': heartbeat\r' +
+  'id: 2-0\rdata: {"channel":"chat","id":"2-0","event":"chat.text","data":"duplicate"}\r\r' +
+  'id: 3-0\ndata: {"channel":"news","id":"3-0","event":"message","data":"/wCAQQ==","encoding":"base64"}\n\n' +
+  'id: 4-0\nevent: realtime.reset\ndata: {"channel":"news","id":"4-0","event":"realtime.reset","data":"{\\"channel\\":\\"news\\",\\"reason\\":\\"gap\\"}"}\n\n' +
+  'id: 5-0\n\n' +
+  'id: 6-0\nevent: other\ndata: {"channel":"news","id":"6-0","event":"other",\ndata: "data":"x"}\n\n';
+
+test('SSE: every event, whatever the chunking', async () => {
+  const bytes = enc.encode(streamText);
+  const cutsList = [
+    [],
+    Array.from({ length: bytes.length - 1 }, (_, i) => i + 1), // one byte at a time
+    [bytes.indexOf(0x0d) + 1, 40, 41, 97, 150, 151, 152, 300],
+  ];
+  // also cut inside the multi-byte characters and between every CR and LF
+  const inside = [];
+  for (let i = 1; i < bytes.length; i++) {
+    if ((bytes[i] & 0xc0) === 0x80 || (bytes[i - 1] === 0x0d && bytes[i] === 0x0a)) inside.push(i);
+  }
+  cutsList.push(inside);
+  for (const cuts of cutsList) {
+    const urls = [];
+    const Realtime = load(async (url, init) => {
+      urls.push(String(url));
+      assert.equal(init.headers.Accept, 'text/event-stream');
+      return sseResponse(split(bytes, cuts), { end: false, signal: init.signal });
+    });
+    const rt = new Realtime('/hub', { channels: ['news', 'chat'], transports: ['sse'] });
+    const log = collect(rt);
+    await log.until((l) => rt.lastEventId === '6-0' && l.messages.length === 4, 'the last event');
+    rt.close();
+    assert.deepEqual(log.messages.map((m) => ({ ...m, data: typeof m.data === 'string' ? m.data : Array.from(m.data) })), [
+      { channel: 'news', id: '1-0', event: 'message', data: 'héllo ✓' },
+      { channel: 'chat', id: '2-0', event: 'chat.text', data: 'a\nb' },
+      { channel: 'news', id: '3-0', event: 'message', data: [0xff, 0x00, 0x80, 0x41] },
+      { channel: 'news', id: '6-0', event: 'other', data: 'x' },
+    ], `cuts ${cuts.length}`);
+    assert.deepEqual(plain(log.resets), [{ channel: 'news', reason: 'gap' }]);
+    assert.deepEqual(log.states.map((s) => s.state), ['connecting', 'open', 'closed']);
+    const u = new URL(urls[0]);
+    assert.equal(u.pathname, '/hub');
+    assert.deepEqual(u.searchParams.getAll('channel'), ['news', 'chat']);
+    assert.equal(u.searchParams.get('format'), 'json');
+    assert.equal(u.searchParams.get('last_event_id'), null);
+  }
+});
+
+test('SSE: a dropped stream resumes from the last id', async () => {
+  const urls = [];
+  const Realtime = load(async (url, init) => {
+    urls.push(new URL(url));
+    if (urls.length === 1) {
+      return sseResponse(['retry: 1000\n\nid: 7-0\ndata: {"channel":"news","id":"7-0","event":"message","data":"a"}\n\n']);
+    }
+    return sseResponse(['retry: 1000\n\nid: 8-0\ndata: {"channel":"news","id":"8-0","event":"message","data":"b"}\n\n'],
+      { end: false, signal: init.signal });
+  });
+  const rt = new Realtime('/hub', { channels: ['news'], transports: ['sse'], minRetryDelay: 10 });
+  const log = collect(rt);
+  await log.until((l) => l.messages.length === 2, 'two messages');
+  rt.close();
+  assert.deepEqual(log.messages.map((m) => m.data), ['a', 'b']);
+  assert.equal(urls[1].searchParams.get('last_event_id'), '7-0');
+  assert.deepEqual(log.states.map((s) => s.state), ['connecting', 'open', 'connecting', 'open', 'closed']);
+});
+
+test('long-poll: polls from each answer\'s last_event_id, drops a repeated id', async () => {
+  const seen = [];
+  const answers = [
+    { messages: [], last_event_id: '10-0' },
+    { messages: [{ channel: 'news', id: '11-0', event: 'message', data: 'a' }], last_event_id: '11-0' },
+    { messages: [{ channel: 'news', id: '11-0', event: 'message', data: 'a again' },
+      { channel: 'news', id: '12-0', event: 'message', data: 'b' }], last_event_id: '12-0' },
+  ];
+  const Realtime = load(async (url, init) => {
+    seen.push(new URL(url).searchParams.get('last_event_id'));
+    assert.equal(init.headers.Accept, 'application/json');
+    const a = answers.shift();
+    if (a) return json(a);
+    return new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(new Error('aborted'))));
+  });
+  const rt = new Realtime('/hub', { channels: ['news'], transports: ['longpoll'] });
+  const log = collect(rt);
+  await log.until((l) => l.messages.length === 2 && seen.length === 4, 'two messages and a fourth poll');
+  rt.close();
+  assert.deepEqual(log.messages.map((m) => m.data), ['a', 'b']);
+  assert.deepEqual(seen, [null, '10-0', '11-0', '12-0']);
+  assert.equal(rt.lastEventId, '12-0');
+});
+
+test('refused everywhere: closes with the error instead of retrying', async () => {
+  let calls = 0;
+  const Realtime = load(async () => {
+    calls++;
+    return new Response('ticket does not cover the channel', { status: 403 });
+  });
+  const rt = new Realtime('/hub', { channels: ['news'], transports: ['sse', 'longpoll'], minRetryDelay: 1 });
+  const log = collect(rt);
+  await log.until((l) => l.states.some((s) => s.state === 'closed'), 'closed');
+  const last = log.states.at(-1);
+  assert.equal(last.state, 'closed');
+  assert.match(last.error.message, /403/);
+  assert.equal(calls, 2);
+  assert.deepEqual(log.states.slice(0, 2).map((s) => s.transport), ['sse', 'longpoll']);
+});
+
+test('a blocked transport falls back; network errors back off and retry', async () => {
+  let polls = 0;
+  const Realtime = load(async (url, init) => {
+    if (init.headers.Accept === 'text/event-stream') {
+      return new Response('<html>proxy</html>', { status: 200, headers: { 'Content-Type': 'text/html' } });
+    }
+    polls++;
+    if (polls <= 2) throw new TypeError('Failed to fetch');
+    if (polls === 3) return json({ messages: [{ channel: 'news', id: '1', event: 'message', data: 'ok' }], last_event_id: '1' });
+    return new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(new Error('aborted'))));
+  });
+  const rt = new Realtime('/hub', { channels: ['news'], transports: ['sse', 'longpoll'], minRetryDelay: 5, maxRetryDelay: 20 });
+  const log = collect(rt);
+  await log.until((l) => l.messages.length === 1, 'a message');
+  assert.equal(rt.state, 'open');
+  assert.equal(rt.transport, 'longpoll');
+  rt.close();
+  assert.ok(log.errors.length >= 3, 'each failure is reported');
+});
+
+test('an unreadable cursor (400) gives a reset per channel and a fresh start', async () => {
+  const seen = [];
+  const Realtime = load(async (url, init) => {
+    const id = new URL(url).searchParams.get('last_event_id');
+    seen.push(id);
+    if (id) return new Response('invalid last event id', { status: 400 });
+    if (seen.length === 2) return json({ messages: [], last_event_id: '3' });
+    return new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(new Error('aborted'))));
+  });
+  const rt = new Realtime('/hub', { channels: ['a', 'b'], transports: ['longpoll'], lastEventId: 'garbage' });
+  const log = collect(rt);
+  await log.until((l) => l.states.some((s) => s.state === 'open') && seen.length === 3, 'open');
+  rt.close();
+  assert.deepEqual(plain(log.resets), [{ channel: 'a', reason: 'unknown-id' }, { channel: 'b', reason: 'unknown-id' }]);
+  assert.deepEqual(seen, ['garbage', null, '3']);
+});
+
+test('tickets: one per connect and per HTTP publish', async () => {
+  let n = 0;
+  const requests = [];
+  const Realtime = load(async (url, init) => {
+    const u = new URL(url);
+    requests.push({ method: init.method || 'GET', path: u.pathname, search: u.searchParams, init });
+    if (u.pathname === '/hub/ticket') {
+      assert.equal(init.method, 'POST');
+      assert.equal(init.credentials, 'same-origin');
+      return json({ ticket: 't' + ++n, expires_in: 30 });
+    }
+    if (init.method === 'POST') return json({ id: '99-0' });
+    if (u.searchParams.get('ticket') === 't1') return json({ messages: [], last_event_id: '5' });
+    return new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(new Error('aborted'))));
+  });
+  const rt = new Realtime('/hub', { channels: ['chat'], transports: ['longpoll'], ticketURL: '/hub/ticket' });
+  const log = collect(rt);
+  await log.until(() => requests.length >= 4, 'two tickets, two polls');
+  const id = await rt.publish('chat', 'hi', { event: 'say' });
+  rt.close();
+  assert.equal(id, '99-0');
+  const tickets = requests.filter((r) => r.path === '/hub/ticket');
+  assert.deepEqual(JSON.parse(tickets[0].init.body), { channels: ['chat'] });
+  const polls = requests.filter((r) => r.path === '/hub' && r.method === 'GET');
+  assert.deepEqual(polls.map((r) => r.search.get('ticket')), ['t1', 't2']);
+  const pub = requests.find((r) => r.method === 'POST' && r.path === '/hub');
+  assert.equal(pub.init.headers.Authorization, 'Bearer t3');
+  assert.equal(pub.search.get('channel'), 'chat');
+  assert.equal(pub.search.get('event'), 'say');
+  assert.equal(pub.init.body, 'hi');
+});
+
+test('bad arguments throw', () => {
+  const Realtime = load(async () => { throw new Error('no fetch expected'); });
+  assert.throws(() => new Realtime('/hub', {}), /channels/);
+  assert.throws(() => new Realtime('/hub', { channels: ['bad channel'] }), /invalid channel/);
+  assert.throws(() => new Realtime('/hub', { channels: ['a'], transports: ['carrier-pigeon'] }), /unknown transport/);
+  const rt = new Realtime('/hub', { channels: ['a'], transports: ['longpoll'] });
+  assert.throws(() => rt.on('mesage', () => {}), /unknown event/);
+  rt.close();
+  return rt.publish('a', 'x').then(() => assert.fail('publish after close'), (e) => assert.match(e.message, /closed/));
+});

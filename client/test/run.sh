@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the client's tests: unit tests in Node, then browser tests in
+# Debian's Chromium against a Caddy built from this repo. Installs what is
+# missing (chromium, redis-server, node_modules) and never downloads a
+# browser build of its own. Safe to run repeatedly.
+#
+#   client/test/run.sh                         build Caddy to a temp dir, run all
+#   REALTIME_CADDY_BIN=bin/caddy client/test/run.sh   use that Caddy
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+client="$(dirname "$here")"
+repo="$(dirname "$client")"
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+need_apt=()
+[ -x "${REALTIME_CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+	echo "installing: ${need_apt[*]}"
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -d "$client/node_modules/playwright-core" ]; then
+	# playwright-core downloads no browser; make sure nothing else tries
+	(cd "$client" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+fi
+
+if [ -z "${REALTIME_CADDY_BIN:-}" ]; then
+	REALTIME_CADDY_BIN="$(mktemp -d)/caddy"
+	echo "building Caddy with the module: $REALTIME_CADDY_BIN"
+	(cd "$repo" && go build -o "$REALTIME_CADDY_BIN" ./cmd/caddy)
+fi
+export REALTIME_CADDY_BIN
+
+cd "$client"
+exec node --test --test-timeout=300000 test/

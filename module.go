@@ -10,11 +10,13 @@
 package realtime
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/caddy-realtime/realtime/auth"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -86,7 +88,18 @@ type Handler struct {
 	Limits *Limits `json:"limits,omitempty"`
 
 	logger    *zap.Logger
-	heartbeat time.Duration
+	heartbeat time.Duration // 0: off
+	origins   *auth.Origins
+	tickets   *ticketAuth // nil: tickets off
+	admission *admission
+
+	state    *state // the broker and subscriptions; nil without hub or redis
+	stateKey string
+
+	// ctx is cancelled in Cleanup: streams served by this handler end
+	// so that a reload or stop returns promptly.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // TicketConfig configures tickets: short-lived credentials a browser
@@ -143,9 +156,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	repl := caddy.NewReplacer()
 	h.PublishKey = repl.ReplaceKnown(h.PublishKey, "")
-	for i, u := range h.Redis {
-		h.Redis[i] = repl.ReplaceKnown(u, "")
+	// a placeholder that resolves to nothing (`redis {env.REDIS_URL}`
+	// with the variable unset) means the embedded broker
+	var urls []string
+	for _, u := range h.Redis {
+		if u = strings.TrimSpace(repl.ReplaceKnown(u, "")); u != "" {
+			urls = append(urls, u)
+		}
 	}
+	h.Redis = urls
 	if h.Prefix == "" {
 		h.Prefix = DefaultPrefix
 	}
@@ -183,6 +202,28 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Limits.MessageSize == 0 {
 		h.Limits.MessageSize = DefaultMessageSize
 	}
+	h.admission = &admission{perIP: make(map[string]int)}
+
+	if err := initMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	for i, o := range h.Origins {
+		h.Origins[i] = repl.ReplaceKnown(o, "")
+	}
+	var err error
+	if h.origins, err = auth.NewOrigins(h.Origins); err != nil {
+		return fmt.Errorf("origins: %w", err)
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	// the hub needs its broker; tickets stored in Redis need the client
+	if h.Hub || len(h.Redis) > 0 {
+		if h.state, h.stateKey, err = h.loadState(); err != nil {
+			return err
+		}
+	}
+	if err := h.provisionTickets(); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -216,14 +257,31 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup releases what Provision set up.
+// Cleanup ends the streams this handler serves and releases its share
+// of the hub's state, which is destroyed once no config uses it.
 func (h *Handler) Cleanup() error {
+	if h.cancel != nil {
+		h.cancel()
+	}
+	if h.state != nil {
+		_, err := states.Delete(h.stateKey)
+		return err
+	}
 	return nil
 }
 
 // ServeHTTP routes a request to the hub or passes it through.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	return next.ServeHTTP(w, r)
+	var err error
+	if h.Hub {
+		err = h.serveHub(w, r)
+	} else {
+		err = h.passthrough(w, r, next)
+	}
+	if err != nil && h.writeRefusal(w, r, err) {
+		return nil
+	}
+	return err
 }
 
 // Interface guards

@@ -1,0 +1,58 @@
+# caddy-realtime: build, run, test and benchmark.
+#
+#   make run     build Caddy with the module and start the demo on :8080
+#   make test    everything CI runs (installs redis-server when missing)
+#   make bench   benchmarks, printed as ratios to a baseline of the same run
+
+GO        ?= go
+BIN       := bin
+CADDY     := $(BIN)/caddy
+GOFLAGS   ?=
+export GOFLAGS
+
+.PHONY: all build run test unit lint fuzz bench clean
+
+all: build
+
+build: $(CADDY)
+
+$(CADDY): FORCE
+	@mkdir -p $(BIN)
+	$(GO) build -o $(CADDY) ./cmd/caddy
+
+FORCE:
+
+run: build
+	@echo "Demo at http://localhost:8080 (embedded broker; set REDIS_URL to use Redis)"
+	$(CADDY) run --config examples/demo/Caddyfile --adapter caddyfile
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# test: install missing services, lint, then every test with the race
+# detector. The integration tests run a Caddy binary built once here.
+test: build
+	./scripts/ensure-deps.sh
+	$(MAKE) --no-print-directory lint
+	REALTIME_CADDY_BIN=$(abspath $(CADDY)) $(GO) test -race -count=1 -timeout 9m ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
+
+# fuzz: each fuzz target for FUZZTIME (default 30s); bounded.
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list 'Fuzz.*' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || exit 1; \
+	  done; \
+	done
+
+bench: build
+	./scripts/ensure-deps.sh
+	$(GO) test -run '^$$' -bench . -benchmem ./sse/ ./hub/ ./replay/ ./broker/
+	REALTIME_CADDY_BIN=$(abspath $(CADDY)) $(GO) run ./bench
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,192 @@
+package realtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddy-realtime/realtime/auth"
+	"github.com/caddy-realtime/realtime/broker"
+	"github.com/caddy-realtime/realtime/hub"
+	"github.com/caddy-realtime/realtime/ws"
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/redis/go-redis/v9"
+)
+
+// ticketAuth is the ticket configuration at work: stored and signed
+// tickets, and the app that approves ticket requests.
+type ticketAuth struct {
+	tickets    *auth.Tickets
+	authorizer *auth.Authorizer // nil without `authorize`
+	issuePath  string
+}
+
+func (h *Handler) provisionTickets() error {
+	t := h.Ticket
+	if t == nil {
+		return nil
+	}
+	var rdb redis.UniversalClient
+	if h.state != nil {
+		if rb, ok := h.state.broker.(*broker.Redis); ok {
+			rdb = rb.Client()
+		}
+	}
+	var secret []byte
+	if t.Secret != "" {
+		secret = []byte(t.Secret)
+	}
+	tickets, err := auth.NewTickets(auth.TicketOptions{
+		Redis:  rdb,
+		Prefix: h.Prefix,
+		Secret: secret,
+		TTL:    time.Duration(t.TTL),
+		Logger: h.logger,
+	})
+	if err != nil {
+		return fmt.Errorf("ticket: %w", err)
+	}
+	ta := &ticketAuth{tickets: tickets, issuePath: t.Issue}
+	if t.Authorize != "" {
+		ta.authorizer, err = auth.NewAuthorizer(t.Authorize, 0, nil, h.logger)
+		if err != nil {
+			return fmt.Errorf("ticket authorize: %w", err)
+		}
+	}
+	h.tickets = ta
+	return nil
+}
+
+// fromAuthError turns an auth refusal into the handler's refusal; other
+// errors pass through.
+func fromAuthError(err error) error {
+	var ae *auth.Error
+	if errors.As(err, &ae) {
+		return &refusal{status: ae.Status, reason: ae.Reason, metric: ae.Kind}
+	}
+	return err
+}
+
+// authorizeSubscribe checks the ticket (or the app's approval) of a
+// subscription or upgrade, for channels (none: a passthrough request,
+// where only the ticket's validity is checked). With tickets off it
+// approves and returns nil claims. The ticket's subject is set as the
+// placeholder {http.realtime.sub}.
+func (h *Handler) authorizeSubscribe(r *http.Request, channels []string) (*auth.Claims, error) {
+	if h.tickets == nil {
+		return nil, nil
+	}
+	claims, err := h.verifyTicket(r)
+	if err != nil {
+		return nil, err
+	}
+	if claims == nil {
+		if h.tickets.authorizer == nil {
+			return nil, refused(http.StatusUnauthorized, "ticket", "missing ticket: pass ?ticket=<ticket> or Authorization: Bearer <ticket>")
+		}
+		claims, err = h.tickets.authorizer.Authorize(r.Context(), r, channels)
+		if err != nil {
+			return nil, fromAuthError(err)
+		}
+	}
+	if len(channels) > 0 {
+		if err := claims.Cover(channels); err != nil {
+			return nil, fromAuthError(err)
+		}
+	}
+	setSubject(r, claims)
+	return claims, nil
+}
+
+func setSubject(r *http.Request, claims *auth.Claims) {
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok && claims != nil {
+		repl.Set("http.realtime.sub", claims.Sub)
+	}
+}
+
+// verifyTicket returns the claims of the ticket r presents, nil if it
+// presents none.
+func (h *Handler) verifyTicket(r *http.Request) (*auth.Claims, error) {
+	token := auth.TokenFromRequest(r)
+	if token == "" {
+		return nil, nil
+	}
+	claims, err := h.tickets.tickets.Verify(r.Context(), token)
+	if err != nil {
+		return nil, fromAuthError(err)
+	}
+	return claims, nil
+}
+
+// wsPublisher returns what handles a hub WebSocket's publish frames: nil
+// (refused) unless the connection's ticket has publish rights.
+func (h *Handler) wsPublisher(claims *auth.Claims) ws.PublishFunc {
+	if claims == nil || len(claims.Publish) == 0 {
+		return nil
+	}
+	return func(ctx context.Context, channel, event string, data []byte) (string, error) {
+		switch {
+		case !validChannel(channel):
+			return "", fmt.Errorf("invalid channel name %q", truncate(channel, 64))
+		case strings.HasPrefix(event, hub.ReservedPrefix):
+			return "", errors.New(`event names starting with "realtime." are reserved`)
+		case !claims.CanPublish(channel):
+			refuse("scope")
+			return "", fmt.Errorf("ticket does not allow publishing to %q", channel)
+		}
+		return h.state.hub.Publish(ctx, channel, event, data, broker.SourceWS)
+	}
+}
+
+// serveIssue answers the built-in ticket endpoint: the app approves (or
+// refuses) the caller by its cookie or login, and an approved caller gets
+// a fresh ticket with the app's claims.
+func (h *Handler) serveIssue(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		return refused(http.StatusMethodNotAllowed, "bad_request", "the ticket endpoint takes POST")
+	}
+	var req struct {
+		Channels []string `json:"channels"`
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	if err != nil {
+		return badRequest("reading body: %v", err)
+	}
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if err := json.Unmarshal(body, &req); err != nil {
+			return badRequest("ticket request body must be JSON {\"channels\": [...]}: %v", err)
+		}
+	}
+	if len(req.Channels) == 0 {
+		req.Channels = r.URL.Query()["channel"]
+	}
+	for _, c := range req.Channels {
+		if !validChannel(c) {
+			return badRequest("invalid channel name %q", truncate(c, 64))
+		}
+	}
+	claims, err := h.tickets.authorizer.AuthorizeIssue(r.Context(), r, req.Channels)
+	if err != nil {
+		return fromAuthError(err)
+	}
+	token, ttl, err := h.tickets.tickets.Issue(r.Context(), claims)
+	if err != nil {
+		if e := fromAuthError(err); e != err {
+			return e
+		}
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	return json.NewEncoder(w).Encode(struct {
+		Ticket    string `json:"ticket"`
+		ExpiresIn int    `json:"expires_in"`
+	}{token, int(ttl / time.Second)})
+}

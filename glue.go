@@ -1,0 +1,222 @@
+package realtime
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/caddy-realtime/realtime/broker"
+	"github.com/caddy-realtime/realtime/hub"
+	"github.com/caddy-realtime/realtime/replay"
+	"github.com/caddy-realtime/realtime/sse"
+	"github.com/caddy-realtime/realtime/ws"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// liftDeadlines removes the server's read and write timeouts for a
+// long-lived stream. Caddy keeps its `timeouts { write }` setting as a
+// hard ceiling of the idle-timeout writer it installs, which a plain
+// SetWriteDeadline(time.Time{}) does not lift, so the ceiling is cleared
+// there too. The idle timeout itself stays: it bounds each write, so a
+// client that stops reading is still cut off.
+func liftDeadlines(w http.ResponseWriter, r *http.Request) {
+	ir, iw := caddyhttp.IdleTimeoutsFromContext(r.Context())
+	if iw != nil {
+		iw.Deadline.HardDeadline = time.Time{}
+	}
+	if ir != nil {
+		ir.Deadline.HardDeadline = time.Time{}
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{})
+	_ = rc.SetReadDeadline(time.Time{})
+}
+
+// streamContext is r's context, also cancelled when this handler is
+// cleaned up (a config reload or stop), so that open streams end at once
+// and the old server's shutdown does not wait for them.
+func (h *Handler) streamContext(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(h.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// passthrough serves a request the hub does not answer: the next handler
+// answers, with event streams unbuffered and kept alive, and WebSocket
+// upgrades only after the Origin (and ticket) checks.
+func (h *Handler) passthrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if ws.IsUpgrade(r) || wantsSSE(r) {
+		if err := h.origins.Check(r); err != nil {
+			return fromAuthError(err)
+		}
+		if _, err := h.authorizeSubscribe(r, nil); err != nil {
+			return err
+		}
+	}
+	sw := sse.NewWriter(w, sse.Options{
+		Heartbeat: h.heartbeat,
+		OnStream:  func() { liftDeadlines(w, r) },
+		Logger:    h.logger,
+	})
+	defer sw.Close()
+	return next.ServeHTTP(sw, r)
+}
+
+// constantTimeEqual compares secrets without leaking their length of
+// common prefix through timing.
+func constantTimeEqual(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// admission counts open subscriptions, in total and per client IP, to
+// enforce `limits`.
+type admission struct {
+	mu    sync.Mutex
+	total int
+	perIP map[string]int
+}
+
+// admit reserves a subscription slot, or answers 503 with Retry-After.
+func (h *Handler) admit(r *http.Request) (release func(), err error) {
+	lim := h.Limits
+	if lim.Connections == 0 && lim.PerIP == 0 {
+		return func() {}, nil
+	}
+	ip, _, splitErr := net.SplitHostPort(r.RemoteAddr)
+	if splitErr != nil {
+		ip = r.RemoteAddr
+	}
+	a := h.admission
+	a.mu.Lock()
+	if (lim.Connections > 0 && a.total >= lim.Connections) || (lim.PerIP > 0 && a.perIP[ip] >= lim.PerIP) {
+		a.mu.Unlock()
+		return nil, &refusal{status: http.StatusServiceUnavailable, metric: "limit", reason: "too many open subscriptions: retry later", retryAfter: true}
+	}
+	a.total++
+	a.perIP[ip]++
+	a.mu.Unlock()
+	return func() {
+		a.mu.Lock()
+		a.total--
+		if a.perIP[ip]--; a.perIP[ip] <= 0 {
+			delete(a.perIP, ip)
+		}
+		a.mu.Unlock()
+	}, nil
+}
+
+// resumption is how a subscription catches up from the client's cursor.
+type resumption struct {
+	channels  []string
+	positions []replay.Position // one per channel; "" ID: no position
+	fromZero  bool              // no cursor: start at the live position
+}
+
+// parseResume reads the client's cursor: Last-Event-ID (SSE; it wins) or
+// ?last_event_id=. An undecodable cursor is a 400.
+func (h *Handler) parseResume(r *http.Request, transport string, channels []string) (*resumption, error) {
+	cursor := r.URL.Query().Get("last_event_id")
+	if transport == "sse" {
+		if v := r.Header.Get("Last-Event-ID"); v != "" {
+			cursor = v
+		}
+	}
+	res := &resumption{channels: channels}
+	if cursor == "" {
+		res.fromZero = true
+		res.positions = make([]replay.Position, len(channels))
+		for i, c := range channels {
+			res.positions[i].Channel = c
+		}
+		return res, nil
+	}
+	pos, err := replay.ParseCursor(cursor, channels)
+	if err != nil {
+		return nil, badRequest("invalid last event id: %v", err)
+	}
+	res.positions = make([]replay.Position, len(channels))
+	for i, c := range channels {
+		res.positions[i].Channel = c
+		for _, p := range pos {
+			if p.Channel == c {
+				res.positions[i].ID = p.ID
+			}
+		}
+	}
+	return res, nil
+}
+
+// maxHistory bounds what one resume reads from Redis per channel.
+const maxHistory = 10000
+
+// session is called once the subscription is live: it reads what the
+// client missed on each channel (replay cache, then Redis streams), or
+// builds the reset signal where that cannot be known, and returns the
+// session the transport serves.
+func (res *resumption) session(ctx context.Context, h *Handler, sub *hub.Subscriber) *hub.Session {
+	st := h.state
+	var replayed []*hub.Envelope
+	for i := range res.positions {
+		p := &res.positions[i]
+		if p.ID == "" {
+			// no position: start from the newest message this node knows,
+			// so that the first id the client sees is a resume point
+			p.ID = st.hub.LastID(p.Channel)
+			continue
+		}
+		msgs, reason := st.missed(ctx, p.Channel, p.ID)
+		if reason != "" {
+			last := st.hub.LastID(p.Channel)
+			metrics.resets.WithLabelValues(reason).Inc()
+			replayed = append(replayed, hub.NewEnvelope(hub.ResetMessage(p.Channel, last, reason)))
+			p.ID = last
+			continue
+		}
+		for _, m := range msgs {
+			replayed = append(replayed, hub.NewEnvelope(m))
+		}
+	}
+	if len(res.positions) > 1 && len(replayed) > 1 {
+		// several channels: send in the order the node received them
+		sortByReceived(replayed)
+	}
+	return hub.NewSession(sub, res.positions, replayed)
+}
+
+// missed returns the retained messages of channel after id, or the reset
+// reason when they cannot be known.
+func (st *state) missed(ctx context.Context, channel, id string) ([]*broker.Message, string) {
+	if id == st.hub.LastID(channel) {
+		return nil, "" // nothing new (also the start of an epoch, before its first message)
+	}
+	msgs, err := st.cache.After(channel, id)
+	switch {
+	case err == nil:
+		return msgs, ""
+	case errors.Is(err, replay.ErrExpired):
+		return nil, "expired"
+	case errors.Is(err, replay.ErrUnknownID):
+		return nil, "unknown-id"
+	}
+	// not in this node's cache: a stream-fed channel still has it in Redis
+	msgs, err = st.broker.History(ctx, channel, id, maxHistory)
+	switch {
+	case err == nil:
+		return msgs, ""
+	case errors.Is(err, broker.ErrTrimmed):
+		return nil, "expired"
+	default:
+		return nil, "unknown-id"
+	}
+}
+
+func sortByReceived(envs []*hub.Envelope) {
+	sort.SliceStable(envs, func(i, j int) bool {
+		return envs[i].Msg.Received.Before(envs[j].Msg.Received)
+	})
+}

@@ -1,0 +1,372 @@
+// Package hub keeps this node's subscriptions and fans each message out to
+// the subscribers of its channel.
+//
+// The delivery path is built for many thousands of subscribers per node:
+// channels are kept in sharded maps, each channel's subscriber list is a
+// copy-on-write slice read without a lock, each message is wrapped once in
+// an Envelope whose encodings are shared by all subscribers, and a
+// subscriber is a bounded queue that the hub fills without ever waiting.
+// A subscriber that falls too far behind is dropped (it can resume with
+// its last id) rather than slowing the others.
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddy-realtime/realtime/broker"
+	"github.com/caddy-realtime/realtime/replay"
+	"go.uber.org/zap"
+)
+
+// Observer receives the hub's events for metrics. Methods must be cheap
+// and safe for concurrent use.
+type Observer interface {
+	MessageReceived(src broker.Source)
+	SlowConsumer()
+	Reset(reason string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) MessageReceived(broker.Source) {}
+func (nopObserver) SlowConsumer()                 {}
+func (nopObserver) Reset(string)                  {}
+
+// Options configures a Hub.
+type Options struct {
+	// QueueSize is how many messages may wait for one subscriber before
+	// it is dropped as a slow consumer. Default 512.
+	QueueSize int
+	// Linger is how long a channel stays subscribed at the broker after
+	// its last local subscriber left, so that a client that reconnects
+	// finds what it missed (the replay ttl). Zero unsubscribes at once.
+	Linger time.Duration
+	// Replay, if set, keeps every message the hub receives so that
+	// clients can resume.
+	Replay   *replay.Cache
+	Logger   *zap.Logger
+	Observer Observer
+}
+
+const shardCount = 64
+
+// Hub is the registry of this node's subscriptions. It implements
+// broker.Handler: the broker hands it every message of the channels in
+// use.
+type Hub struct {
+	broker broker.Broker
+	opts   Options
+	seed   maphash.Seed
+	shards [shardCount]shard
+
+	ctx       context.Context // cancelled by Close
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+}
+
+type shard struct {
+	mu       sync.RWMutex
+	channels map[string]*channel
+}
+
+type channel struct {
+	name  string
+	ready chan struct{} // closed once the broker confirmed the subscription
+	err   error         // the broker's answer; valid after ready is closed
+
+	subs   atomic.Pointer[[]*Subscriber] // copy-on-write
+	lastID atomic.Pointer[string]        // id of the newest message seen
+
+	// guarded by the shard's mu
+	refs   int
+	linger *time.Timer
+	subMu  sync.Mutex // serialises writers of subs
+}
+
+// New returns a hub; SetBroker must be called before Subscribe. The hub
+// is created first because the broker needs it as its Handler.
+func New(opts Options) *Hub {
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 512
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
+	h := &Hub{opts: opts, seed: maphash.MakeSeed()}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	for i := range h.shards {
+		h.shards[i].channels = make(map[string]*channel)
+	}
+	return h
+}
+
+// SetBroker sets the message bus the hub subscribes channels at.
+func (h *Hub) SetBroker(b broker.Broker) { h.broker = b }
+
+// Broker returns the hub's message bus.
+func (h *Hub) Broker() broker.Broker { return h.broker }
+
+func (h *Hub) shard(name string) *shard {
+	return &h.shards[maphash.String(h.seed, name)%shardCount]
+}
+
+// Subscribe registers a subscriber for channels and returns once every
+// channel is confirmed live at the broker: from then on, nothing
+// published to them is missed. The caller must Unsubscribe it.
+func (h *Hub) Subscribe(ctx context.Context, channels []string) (*Subscriber, error) {
+	s := newSubscriber(channels, h.opts.QueueSize)
+	for i, name := range channels {
+		c, err := h.acquire(ctx, name, s)
+		if err != nil {
+			for _, prev := range channels[:i] {
+				h.release(prev, s)
+			}
+			return nil, err
+		}
+		_ = c
+	}
+	return s, nil
+}
+
+// Unsubscribe removes s from its channels. It is safe to call more than
+// once.
+func (h *Hub) Unsubscribe(s *Subscriber) {
+	s.fail(context.Canceled)
+	for _, name := range s.Channels {
+		h.release(name, s)
+	}
+}
+
+// LastID returns the id of the newest message this node has seen on
+// channel, or "" if none since the channel became active.
+func (h *Hub) LastID(name string) string {
+	sh := h.shard(name)
+	sh.mu.RLock()
+	c := sh.channels[name]
+	sh.mu.RUnlock()
+	if c == nil {
+		return ""
+	}
+	if p := c.lastID.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+func (h *Hub) acquire(ctx context.Context, name string, s *Subscriber) (*channel, error) {
+	sh := h.shard(name)
+	sh.mu.Lock()
+	c := sh.channels[name]
+	creator := c == nil
+	if creator {
+		c = &channel{name: name, ready: make(chan struct{})}
+		sh.channels[name] = c
+	}
+	c.refs++
+	if c.linger != nil {
+		c.linger.Stop()
+		c.linger = nil
+	}
+	c.addSub(s)
+	sh.mu.Unlock()
+
+	if creator {
+		last, err := h.broker.Subscribe(ctx, name)
+		if err == nil && last != "" {
+			c.lastID.CompareAndSwap(nil, &last)
+		}
+		c.err = err
+		close(c.ready)
+		if err != nil {
+			h.release(name, s)
+			return nil, err
+		}
+		return c, nil
+	}
+	select {
+	case <-c.ready:
+	case <-ctx.Done():
+		h.release(name, s)
+		return nil, ctx.Err()
+	}
+	if c.err != nil {
+		h.release(name, s)
+		return nil, c.err
+	}
+	return c, nil
+}
+
+func (h *Hub) release(name string, s *Subscriber) {
+	sh := h.shard(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	c := sh.channels[name]
+	if c == nil || !c.removeSub(s) {
+		return
+	}
+	c.refs--
+	if c.refs > 0 {
+		return
+	}
+	failed := false
+	select {
+	case <-c.ready:
+		failed = c.err != nil
+	default:
+	}
+	if failed || h.opts.Linger <= 0 {
+		delete(sh.channels, name)
+		if !failed {
+			h.broker.Unsubscribe(name)
+		}
+		return
+	}
+	c.linger = time.AfterFunc(h.opts.Linger, func() { h.expire(name, c) })
+}
+
+// expire unsubscribes a channel whose linger time ran out unused.
+func (h *Hub) expire(name string, c *channel) {
+	sh := h.shard(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.channels[name] != c || c.refs > 0 {
+		return
+	}
+	delete(sh.channels, name)
+	h.broker.Unsubscribe(name)
+}
+
+func (c *channel) addSub(s *Subscriber) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	var next []*Subscriber
+	if old := c.subs.Load(); old != nil {
+		next = make([]*Subscriber, len(*old), len(*old)+1)
+		copy(next, *old)
+	}
+	next = append(next, s)
+	c.subs.Store(&next)
+}
+
+func (c *channel) removeSub(s *Subscriber) bool {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	old := c.subs.Load()
+	if old == nil {
+		return false
+	}
+	for i, x := range *old {
+		if x == s {
+			next := make([]*Subscriber, 0, len(*old)-1)
+			next = append(next, (*old)[:i]...)
+			next = append(next, (*old)[i+1:]...)
+			c.subs.Store(&next)
+			return true
+		}
+	}
+	return false
+}
+
+// Deliver fans m out to the local subscribers of its channel. It never
+// blocks: a subscriber whose queue is full is dropped.
+func (h *Hub) Deliver(m *broker.Message) {
+	h.opts.Observer.MessageReceived(m.Source)
+	if h.opts.Replay != nil {
+		// before the fan-out: a subscriber that registered earlier and
+		// reads the cache later finds the message in one or the other
+		h.opts.Replay.Append(m)
+	}
+	h.deliver(NewEnvelope(m))
+}
+
+func (h *Hub) deliver(e *Envelope) {
+	sh := h.shard(e.Msg.Channel)
+	sh.mu.RLock()
+	c := sh.channels[e.Msg.Channel]
+	sh.mu.RUnlock()
+	if c == nil {
+		return
+	}
+	if e.Msg.ID != "" {
+		id := e.Msg.ID
+		c.lastID.Store(&id)
+	}
+	subs := c.subs.Load()
+	if subs == nil {
+		return
+	}
+	for _, s := range *subs {
+		if s.push(e) {
+			h.opts.Observer.SlowConsumer()
+		}
+	}
+}
+
+// Gap tells the subscribers of channel that messages may have been lost,
+// with the reset signal whose id is resumeID. A reset at a new position
+// is kept in the replay cache too, so that a client resuming from before
+// the gap is told about it in order.
+func (h *Hub) Gap(channel, reason, resumeID string) {
+	h.opts.Observer.Reset(reason)
+	last := h.LastID(channel)
+	if resumeID == "" {
+		resumeID = last
+	}
+	m := ResetMessage(channel, resumeID, reason)
+	if h.opts.Replay != nil && resumeID != last {
+		h.opts.Replay.Append(m)
+	}
+	h.deliver(NewEnvelope(m))
+}
+
+// ResetMessage builds the reset signal of channel: event realtime.reset,
+// data {"channel": ..., "reason": ...}, with id, a valid resume point.
+func ResetMessage(channel, id, reason string) *broker.Message {
+	data, _ := json.Marshal(struct {
+		Channel string `json:"channel"`
+		Reason  string `json:"reason"`
+	}{channel, reason})
+	return &broker.Message{Channel: channel, ID: id, Event: EventReset, Data: data, Received: time.Now()}
+}
+
+// Publish publishes a message through the broker and returns its id.
+func (h *Hub) Publish(ctx context.Context, channel, event string, data []byte, src broker.Source) (string, error) {
+	return h.broker.Publish(ctx, channel, event, data, src)
+}
+
+// Close drops every subscriber, so their connections end; the broker is
+// closed by its owner.
+func (h *Hub) Close() {
+	h.closeOnce.Do(func() {
+		h.cancel()
+		for i := range h.shards {
+			sh := &h.shards[i]
+			sh.mu.Lock()
+			for _, c := range sh.channels {
+				if c.linger != nil {
+					c.linger.Stop()
+				}
+				if subs := c.subs.Load(); subs != nil {
+					for _, s := range *subs {
+						s.fail(ErrHubClosed)
+					}
+				}
+			}
+			sh.mu.Unlock()
+		}
+	})
+}
+
+// Context is cancelled when the hub shuts down; connections that belong
+// to the hub rather than to one request (hub WebSockets) end with it.
+func (h *Hub) Context() context.Context { return h.ctx }
+
+var _ broker.Handler = (*Hub)(nil)

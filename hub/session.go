@@ -1,0 +1,103 @@
+package hub
+
+import (
+	"github.com/caddy-realtime/realtime/replay"
+)
+
+// Session is what a transport serves: a live subscriber, the retained
+// messages to send before its live ones, and the client's position.
+//
+// A message's id as the client sees it is its resume cursor. For a
+// subscription to one channel that is just the message's id, the same
+// for every subscriber, so the envelope's shared encodings are used. For
+// several channels it is a cursor holding every channel's position,
+// which differs per subscriber: only then is a message encoded per
+// subscriber.
+type Session struct {
+	Sub *Subscriber
+	// Replay is sent first, in order.
+	Replay []*Envelope
+
+	positions []replay.Position // one per channel, in Sub.Channels order
+	// seen holds, per channel, ids of replayed messages that may also be
+	// queued live (they reached the node between the subscription and
+	// the replay read); emptied at the first live message not in it.
+	seen map[string]map[string]struct{}
+}
+
+// NewSession builds the session of s, whose client is at positions
+// (one per channel of s, in order; an empty ID means "no position"),
+// with replayed envelopes to send first.
+func NewSession(s *Subscriber, positions []replay.Position, replayed []*Envelope) *Session {
+	ss := &Session{Sub: s, Replay: replayed, positions: positions}
+	for _, e := range replayed {
+		if ss.seen == nil {
+			ss.seen = make(map[string]map[string]struct{})
+		}
+		set := ss.seen[e.Msg.Channel]
+		if set == nil {
+			set = make(map[string]struct{})
+			ss.seen[e.Msg.Channel] = set
+		}
+		set[e.Msg.ID] = struct{}{}
+	}
+	return ss
+}
+
+// Multi reports whether ids are per-subscriber cursors.
+func (ss *Session) Multi() bool { return len(ss.positions) > 1 }
+
+// Next drains the live queue into buf, dropping messages the replay
+// already sent.
+func (ss *Session) Next(buf []*Envelope) []*Envelope {
+	start := len(buf)
+	buf = ss.Sub.Drain(buf)
+	if ss.seen == nil {
+		return buf
+	}
+	n := start
+	for _, e := range buf[start:] {
+		if set := ss.seen[e.Msg.Channel]; set != nil {
+			if _, dup := set[e.Msg.ID]; dup {
+				continue
+			}
+			delete(ss.seen, e.Msg.Channel) // live order follows replay order
+			if len(ss.seen) == 0 {
+				ss.seen = nil
+			}
+		}
+		buf[n] = e
+		n++
+	}
+	clear(buf[n:])
+	return buf[:n]
+}
+
+// Advance moves the client's position past e and returns the id the
+// client is to see for e: the message id for one channel, the encoded
+// cursor for several.
+func (ss *Session) Advance(e *Envelope) string {
+	if len(ss.positions) <= 1 {
+		if len(ss.positions) == 1 && e.Msg.ID != "" {
+			ss.positions[0].ID = e.Msg.ID
+		}
+		return e.Msg.ID
+	}
+	for i := range ss.positions {
+		if ss.positions[i].Channel == e.Msg.Channel {
+			if e.Msg.ID != "" {
+				ss.positions[i].ID = e.Msg.ID
+			}
+			break
+		}
+	}
+	return replay.EncodeCursor(ss.positions)
+}
+
+// Cursor is the client's current position.
+func (ss *Session) Cursor() string {
+	if len(ss.positions) == 1 {
+		return ss.positions[0].ID
+	}
+	return replay.EncodeCursor(ss.positions)
+}

@@ -1,0 +1,119 @@
+package realtime
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/caddy-realtime/realtime/broker"
+	"github.com/caddy-realtime/realtime/hub"
+	"github.com/caddy-realtime/realtime/replay"
+	"github.com/caddyserver/caddy/v2"
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+)
+
+// states holds each hub's broker, replay cache and open WebSocket
+// connections, keyed by the configuration they depend on. A reload that
+// keeps that configuration gets the same state back: the Redis connection,
+// its subscriptions and the replay cache live on, and so do hub WebSocket
+// connections.
+var states = caddy.NewUsagePool()
+
+// stateKey is the part of the configuration a hub's state depends on.
+type stateKey struct {
+	Redis      []string      `json:"redis"`
+	Prefix     string        `json:"prefix"`
+	ReplaySize int           `json:"replay_size"`
+	ReplayTTL  time.Duration `json:"replay_ttl"`
+}
+
+// state is what outlives a config reload.
+type state struct {
+	hub    *hub.Hub
+	broker broker.Broker
+	cache  *replay.Cache
+	logger *zap.Logger
+
+	connMu sync.Mutex
+	conns  map[*websocket.Conn]struct{}
+}
+
+func (h *Handler) loadState() (*state, string, error) {
+	key := stateKey{Redis: h.Redis, Prefix: h.Prefix, ReplaySize: h.Replay.Size, ReplayTTL: time.Duration(h.Replay.TTL)}
+	kb, _ := json.Marshal(key)
+	val, _, err := states.LoadOrNew(string(kb), func() (caddy.Destructor, error) {
+		return newState(key, h.logger)
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return val.(*state), string(kb), nil
+}
+
+func newState(key stateKey, logger *zap.Logger) (*state, error) {
+	s := &state{logger: logger, conns: make(map[*websocket.Conn]struct{})}
+	cache, err := replay.New(replay.Options{Size: key.ReplaySize, TTL: key.ReplayTTL})
+	if err != nil {
+		return nil, fmt.Errorf("replay cache: %w", err)
+	}
+	s.cache = cache
+	s.hub = hub.New(hub.Options{
+		Linger:   key.ReplayTTL,
+		Replay:   cache,
+		Logger:   logger,
+		Observer: observer{},
+	})
+	if len(key.Redis) == 0 {
+		s.broker = broker.NewMemory(s.hub)
+		metrics.redisUp.Set(0)
+	} else {
+		b, err := broker.NewRedis(broker.RedisOptions{
+			URLs:         key.Redis,
+			Prefix:       key.Prefix,
+			StreamMaxLen: int64(key.ReplaySize),
+			StreamTTL:    key.ReplayTTL,
+			OnHealth: func(up bool) {
+				if up {
+					metrics.redisUp.Set(1)
+				} else {
+					metrics.redisUp.Set(0)
+				}
+			},
+		}, s.hub, logger)
+		if err != nil {
+			cache.Close()
+			return nil, fmt.Errorf("connecting to redis: %w", err)
+		}
+		s.broker = b
+	}
+	s.hub.SetBroker(s.broker)
+	return s, nil
+}
+
+func (s *state) trackConn(c *websocket.Conn) {
+	s.connMu.Lock()
+	s.conns[c] = struct{}{}
+	s.connMu.Unlock()
+}
+
+func (s *state) untrackConn(c *websocket.Conn) {
+	s.connMu.Lock()
+	delete(s.conns, c)
+	s.connMu.Unlock()
+}
+
+// Destruct runs when no loaded config uses the state any more: it closes
+// every subscription and connection, then the broker.
+func (s *state) Destruct() error {
+	s.hub.Close()
+	s.connMu.Lock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.connMu.Unlock()
+	err := s.broker.Close()
+	s.cache.Close()
+	return err
+}

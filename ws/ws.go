@@ -9,11 +9,13 @@
 package ws
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -51,6 +53,15 @@ var upgrader = websocket.Upgrader{
 	ReadBufferSize:  0,
 	WriteBufferPool: &writeBuffers,
 	CheckOrigin:     func(*http.Request) bool { return true },
+}
+
+// hijackable gives gorilla's Upgrader the http.Hijacker it wants on the
+// writer itself: Caddy's wrapped writers expose Hijack only through
+// Unwrap, which http.ResponseController follows.
+type hijackable struct{ http.ResponseWriter }
+
+func (h hijackable) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(h.ResponseWriter).Hijack()
 }
 
 // PublishFunc publishes a client's message and returns its id. Its error
@@ -100,7 +111,7 @@ type inbound struct {
 // drops its subscriber, or ctx ends. The subscribed frame goes first (the
 // subscription is live), then the replay, then live messages.
 func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.Session, opts Options) error {
-	conn, err := upgrader.Upgrade(w, r, nil)
+	conn, err := upgrader.Upgrade(hijackable{w}, r, nil)
 	if err != nil {
 		return err // the upgrader has answered the client
 	}

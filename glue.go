@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,6 +57,9 @@ func (h *Handler) passthrough(w http.ResponseWriter, r *http.Request, next caddy
 		}
 		if _, err := h.authorizeSubscribe(r, nil); err != nil {
 			return err
+		}
+		if h.tickets != nil {
+			stripTicket(r)
 		}
 	}
 	sw := sse.NewWriter(w, sse.Options{
@@ -114,7 +118,12 @@ func (h *Handler) admit(r *http.Request) (release func(), err error) {
 type resumption struct {
 	channels  []string
 	positions []replay.Position // one per channel; "" ID: no position
-	fromZero  bool              // no cursor: start at the live position
+	// bare is a single-channel id given for several channels (a client
+	// that added channels): it is tried on each of them.
+	bare string
+	// unplaceable is a cursor that is no id of ours: every channel gets
+	// the reset signal.
+	unplaceable bool
 }
 
 // parseResume reads the client's cursor: Last-Event-ID (SSE; it wins) or
@@ -126,29 +135,41 @@ func (h *Handler) parseResume(r *http.Request, transport string, channels []stri
 			cursor = v
 		}
 	}
-	res := &resumption{channels: channels}
-	if cursor == "" {
-		res.fromZero = true
-		res.positions = make([]replay.Position, len(channels))
-		for i, c := range channels {
-			res.positions[i].Channel = c
-		}
-		return res, nil
-	}
-	pos, err := replay.ParseCursor(cursor, channels)
-	if err != nil {
-		return nil, badRequest("invalid last event id: %v", err)
-	}
-	res.positions = make([]replay.Position, len(channels))
+	res := &resumption{channels: channels, positions: make([]replay.Position, len(channels))}
 	for i, c := range channels {
 		res.positions[i].Channel = c
-		for _, p := range pos {
-			if p.Channel == c {
-				res.positions[i].ID = p.ID
-			}
-		}
+	}
+	if cursor == "" {
+		return res, nil
+	}
+	if !printableCursor(cursor) {
+		return nil, badRequest("invalid last event id: want at most %d printable ASCII characters", replay.MaxCursorLen)
+	}
+	pos, err := replay.ParseCursor(cursor, channels)
+	switch {
+	case err != nil:
+		res.unplaceable = true
+	case len(channels) > 1 && !strings.HasPrefix(cursor, "c1."):
+		res.bare = cursor
+	default:
+		res.positions = pos
 	}
 	return res, nil
+}
+
+// printableCursor reports whether a client's cursor is something an id
+// could be: not too long, printable ASCII. Anything else is a 400; a
+// printable string that is not an id of ours gets the reset signal.
+func printableCursor(s string) bool {
+	if len(s) > replay.MaxCursorLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // maxHistory bounds what one resume reads from Redis per channel.
@@ -161,6 +182,46 @@ const maxHistory = 10000
 func (res *resumption) session(ctx context.Context, h *Handler, sub *hub.Subscriber) *hub.Session {
 	st := h.state
 	var replayed []*hub.Envelope
+	reset := func(p *replay.Position, reason string) {
+		last := st.hub.LastID(p.Channel)
+		metrics.resets.WithLabelValues(reason).Inc()
+		replayed = append(replayed, hub.NewEnvelope(hub.ResetMessage(p.Channel, last, reason)))
+		p.ID = last
+	}
+	if res.unplaceable {
+		for i := range res.positions {
+			reset(&res.positions[i], "unknown-id")
+		}
+		return hub.NewSession(sub, res.positions, replayed)
+	}
+	if res.bare != "" {
+		// the id belongs to one of the channels: replay it where it can
+		// be placed, start the others live; reset all if none knows it
+		placed := false
+		var pending []*replay.Position
+		for i := range res.positions {
+			p := &res.positions[i]
+			msgs, reason := st.missed(ctx, p.Channel, res.bare)
+			if reason != "" {
+				pending = append(pending, p)
+				continue
+			}
+			placed = true
+			p.ID = res.bare
+			for _, m := range msgs {
+				replayed = append(replayed, hub.NewEnvelope(m))
+			}
+		}
+		for _, p := range pending {
+			if placed {
+				p.ID = st.hub.LastID(p.Channel)
+			} else {
+				reset(p, "unknown-id")
+			}
+		}
+		sortByReceived(replayed)
+		return hub.NewSession(sub, res.positions, replayed)
+	}
 	for i := range res.positions {
 		p := &res.positions[i]
 		if p.ID == "" {
@@ -171,10 +232,7 @@ func (res *resumption) session(ctx context.Context, h *Handler, sub *hub.Subscri
 		}
 		msgs, reason := st.missed(ctx, p.Channel, p.ID)
 		if reason != "" {
-			last := st.hub.LastID(p.Channel)
-			metrics.resets.WithLabelValues(reason).Inc()
-			replayed = append(replayed, hub.NewEnvelope(hub.ResetMessage(p.Channel, last, reason)))
-			p.ID = last
+			reset(p, reason)
 			continue
 		}
 		for _, m := range msgs {

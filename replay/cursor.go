@@ -123,8 +123,8 @@ func field(buf []byte) (string, []byte, error) {
 //
 // A bare id is the position of the only channel. With several channels
 // a bare id cannot be assigned (its channel is unknown): every position
-// is empty. A cursor of several positions that names a channel not in
-// channels is an error. Errors wrap ErrBadCursor.
+// is empty. A position of a channel not in channels is ignored: the
+// client narrowed its subscription. Errors wrap ErrBadCursor.
 func ParseCursor(cursor string, channels []string) ([]Position, error) {
 	if len(channels) == 0 {
 		return nil, fmt.Errorf("%w: no channel", ErrBadCursor)
@@ -166,10 +166,9 @@ func ParseCursor(cursor string, channels []string) ([]Position, error) {
 				}
 			}
 		}
-		if i < 0 {
-			return nil, fmt.Errorf("%w: channel %q is not subscribed", ErrBadCursor, p.Channel)
+		if i >= 0 {
+			out[i].ID = p.ID
 		}
-		out[i].ID = p.ID
 	}
 	return out, nil
 }

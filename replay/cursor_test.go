@@ -141,8 +141,8 @@ func TestParseCursor(t *testing.T) {
 		{"multi, one missing", multi, []string{"a", "b", "c"}, []Position{{"a", "1-0"}, {"b", ""}, {"c", "p.e.2"}}, false},
 		{"multi, many channels", multi, []string{"z1", "z2", "z3", "z4", "z5", "z6", "z7", "z8", "c", "a"},
 			[]Position{{"z1", ""}, {"z2", ""}, {"z3", ""}, {"z4", ""}, {"z5", ""}, {"z6", ""}, {"z7", ""}, {"z8", ""}, {"c", "p.e.2"}, {"a", "1-0"}}, false},
-		{"multi, channel not subscribed", multi, []string{"a"}, nil, true},
-		{"multi, channel not subscribed, many", multi, []string{"z1", "z2", "z3", "z4", "z5", "z6", "z7", "z8", "a"}, nil, true},
+		{"multi, channel not subscribed", multi, []string{"a"}, []Position{{"a", "1-0"}}, false},
+		{"multi, channel not subscribed, many", multi, []string{"z1", "z2", "z3", "z4", "z5", "z6", "z7", "z8", "a"}, []Position{{"z1", ""}, {"z2", ""}, {"z3", ""}, {"z4", ""}, {"z5", ""}, {"z6", ""}, {"z7", ""}, {"z8", ""}, {"a", "1-0"}}, false},
 		{"garbage", "%%%", []string{"a"}, nil, true},
 		{"no channels", "1-0", nil, nil, true},
 	}

@@ -31,12 +31,15 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# test: install missing services, lint, then every test with the race
-# detector. The integration tests run a Caddy binary built once here.
+# test: install missing services, lint, then every Go test with the race
+# detector (the integration tests run the Caddy binary built here), the
+# browser client's tests in Debian's Chromium, and each fuzz target
+# briefly.
 test: build
 	./scripts/ensure-deps.sh
 	$(MAKE) --no-print-directory lint
 	REALTIME_CADDY_BIN=$(abspath $(CADDY)) $(GO) test -race -count=1 -timeout 9m ./...
+	REALTIME_CADDY_BIN=$(abspath $(CADDY)) ./client/test/run.sh
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 # fuzz: each fuzz target for FUZZTIME (default 30s); bounded.

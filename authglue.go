@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -54,7 +55,7 @@ func (h *Handler) provisionTickets() error {
 	}
 	ta := &ticketAuth{tickets: tickets, issuePath: t.Issue}
 	if t.Authorize != "" {
-		ta.authorizer, err = auth.NewAuthorizer(t.Authorize, 0, nil, h.logger)
+		ta.authorizer, err = auth.NewAuthorizer(t.Authorize, time.Duration(t.AuthorizeTimeout), nil, h.logger)
 		if err != nil {
 			return fmt.Errorf("ticket authorize: %w", err)
 		}
@@ -189,4 +190,35 @@ func (h *Handler) serveIssue(w http.ResponseWriter, r *http.Request) error {
 		Ticket    string `json:"ticket"`
 		ExpiresIn int    `json:"expires_in"`
 	}{token, int(ttl / time.Second)})
+}
+
+// stripTicket removes the ?ticket= parameters from r once the ticket is
+// checked, so that the handlers after this one (reverse_proxy logs the
+// request it sends upstream) and the upstream never see the credential.
+// The rest of the query is kept as it came.
+func stripTicket(r *http.Request) {
+	if r.URL == nil || !r.URL.Query().Has("ticket") {
+		return
+	}
+	parts := strings.Split(r.URL.RawQuery, "&")
+	kept := parts[:0]
+	for _, p := range parts {
+		k, _, _ := strings.Cut(p, "=")
+		if uk, err := url.QueryUnescape(k); err == nil && uk == "ticket" {
+			continue
+		}
+		kept = append(kept, p)
+	}
+	if len(kept) == len(parts) {
+		return
+	}
+	r.URL.RawQuery = strings.Join(kept, "&")
+	r.URL.ForceQuery = false
+	if r.RequestURI != "" {
+		path, _, _ := strings.Cut(r.RequestURI, "?")
+		if r.URL.RawQuery != "" {
+			path += "?" + r.URL.RawQuery
+		}
+		r.RequestURI = path
+	}
 }

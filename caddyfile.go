@@ -39,6 +39,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        issue <path>
 //	        authorize <url>
 //	        ttl <duration>
+//	        authorize_timeout <duration>
 //	    }
 //	    replay {
 //	        size <n>
@@ -141,6 +142,11 @@ func (h *Handler) unmarshalTicket(d *caddyfile.Dispenser) error {
 			var v string
 			if v, err = oneArg(d); err == nil {
 				h.Ticket.TTL, err = parsePositiveDuration(d, "ticket ttl", v)
+			}
+		case "authorize_timeout":
+			var v string
+			if v, err = oneArg(d); err == nil {
+				h.Ticket.AuthorizeTimeout, err = parsePositiveDuration(d, "ticket authorize_timeout", v)
 			}
 		default:
 			return d.Errf("unrecognized ticket subdirective %q", name)

@@ -55,6 +55,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 				`"limits":{"connections":1000,"per_ip":10,"channels":8,"message_size":16384}}`,
 		},
 		{name: "heartbeat off", input: "realtime {\n heartbeat off\n}", want: `{"heartbeat":-1}`},
+		{
+			name:  "ticket authorize_timeout",
+			input: "realtime {\n ticket {\n authorize http://127.0.0.1:3000/auth\n authorize_timeout 750ms\n }\n}",
+			want:  `{"ticket":{"authorize":"http://127.0.0.1:3000/auth","authorize_timeout":750000000}}`,
+		},
+		{name: "bad authorize_timeout", input: "realtime {\n ticket {\n authorize_timeout 0s\n }\n}", wantErr: "must be positive"},
 		{name: "unknown subdirective", input: "realtime {\n bogus\n}", wantErr: `unrecognized subdirective "bogus"`},
 		{name: "hub with argument", input: "realtime {\n hub yes\n}", wantErr: "wrong argument count"},
 		{name: "inline argument", input: "realtime foo", wantErr: "wrong argument count"},

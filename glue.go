@@ -62,6 +62,14 @@ func (h *Handler) passthrough(w http.ResponseWriter, r *http.Request, next caddy
 			stripTicket(r)
 		}
 	}
+	if wantsSSE(r) {
+		// an event stream ends when this handler is cleaned up (reload,
+		// stop), so the old server's shutdown does not wait for it; the
+		// client reconnects to the new config
+		ctx, cancel := h.streamContext(r)
+		defer cancel()
+		r = r.WithContext(ctx)
+	}
 	sw := sse.NewWriter(w, sse.Options{
 		Heartbeat: h.heartbeat,
 		OnStream:  func() { liftDeadlines(w, r) },
@@ -253,6 +261,17 @@ func (st *state) missed(ctx context.Context, channel, id string) ([]*broker.Mess
 		return nil, "" // nothing new (also the start of an epoch, before its first message)
 	}
 	msgs, err := st.cache.After(channel, id)
+	if errors.Is(err, replay.ErrUnknownID) || errors.Is(err, replay.ErrNoLog) {
+		// the position this node's subscription started from, before its
+		// first message ("p.<epoch>.0" for a channel without a stream):
+		// the cache cannot place it once the messages that followed were
+		// not pub/sub ones (XADD, HTTP publish), so replay from the first
+		if start, first := st.hub.Start(channel); start != "" && id == start && first != nil {
+			if rest, err := st.cache.After(channel, first.ID); err == nil {
+				return append([]*broker.Message{first}, rest...), ""
+			}
+		}
+	}
 	switch {
 	case err == nil:
 		return msgs, ""

@@ -115,6 +115,9 @@ type TicketConfig struct {
 	Authorize string `json:"authorize,omitempty"`
 	// TTL is the lifetime of issued tickets. Default 30s.
 	TTL caddy.Duration `json:"ttl,omitempty"`
+	// AuthorizeTimeout bounds each call to the authorize endpoint; an app
+	// that does not answer in time gives the caller a 504. Default 5s.
+	AuthorizeTimeout caddy.Duration `json:"authorize_timeout,omitempty"`
 }
 
 // ReplayConfig configures the replay cache.

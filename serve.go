@@ -175,6 +175,12 @@ func (h *Handler) authorizePublish(r *http.Request, channel string) error {
 		return refused(http.StatusForbidden, "ticket", "publishing over HTTP is off: set publish_key or ticket")
 	}
 	if auth == "" {
+		switch {
+		case h.PublishKey == "":
+			return refused(http.StatusUnauthorized, "ticket", "missing ticket: pass ?ticket=<ticket> or Authorization: Bearer <ticket> with publish rights")
+		case h.tickets != nil:
+			return refused(http.StatusUnauthorized, "ticket", "missing credentials: send Authorization: Bearer <publish_key> or a ticket with publish rights")
+		}
 		return refused(http.StatusUnauthorized, "ticket", "missing publish key: send Authorization: Bearer <publish_key>")
 	}
 	return refused(http.StatusUnauthorized, "ticket", "invalid publish key")
@@ -247,23 +253,22 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 		metrics.connSSE.Inc()
 		defer metrics.connSSE.Dec()
 		liftDeadlines(w, r)
-		ctx, cancel := h.streamContext(r)
-		defer cancel()
 		err = hub.ServeSSE(ctx, w, sess, hub.SSEOptions{
-			Heartbeat: h.heartbeat,
-			Retry:     retryHint,
-			JSON:      r.URL.Query().Get("format") == "json",
-			Observer:  observer{},
+			Heartbeat:      h.heartbeat,
+			Retry:          retryHint,
+			JSON:           r.URL.Query().Get("format") == "json",
+			Observer:       observer{},
+			Shutdown:       h.ctx.Done(),
+			ShutdownJitter: shutdownJitter,
 		})
 	default:
 		metrics.connPoll.Inc()
 		defer metrics.connPoll.Dec()
 		liftDeadlines(w, r)
-		ctx, cancel := h.streamContext(r)
-		defer cancel()
 		err = fallback.Serve(ctx, w, sess, fallback.Options{
 			Timeout:  time.Duration(h.LongpollTimeout),
 			Observer: observer{},
+			Shutdown: h.ctx.Done(),
 		})
 	}
 	if err != nil && !errors.Is(err, hub.ErrSlowConsumer) && !errors.Is(err, hub.ErrHubClosed) {
@@ -274,5 +279,10 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// retryHint is the reconnection delay suggested to SSE clients.
-const retryHint = 2 * time.Second
+const (
+	// retryHint is the reconnection delay suggested to SSE clients.
+	retryHint = 2 * time.Second
+	// shutdownJitter spreads the reconnections of the SSE clients of a
+	// reloading or stopping server over this much more time.
+	shutdownJitter = 3 * time.Second
+)

@@ -21,6 +21,9 @@ type Options struct {
 	// Timeout is how long a poll waits for a message.
 	Timeout  time.Duration
 	Observer hub.DeliveryObserver
+	// Shutdown, when closed, ends the wait early: the poll is answered
+	// (with its position) so the client polls again elsewhere.
+	Shutdown <-chan struct{}
 }
 
 // Serve answers one poll for session ss: at once with the retained
@@ -40,6 +43,8 @@ func Serve(ctx context.Context, w http.ResponseWriter, ss *hub.Session, opts Opt
 				return nil // the client left; nothing to answer
 			case <-s.Done():
 				break wait // answer what we have; the client polls again
+			case <-opts.Shutdown:
+				break wait
 			case <-timer.C:
 				break wait
 			case <-s.Ready():

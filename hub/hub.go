@@ -81,6 +81,10 @@ type channel struct {
 
 	subs   atomic.Pointer[[]*Subscriber] // copy-on-write
 	lastID atomic.Pointer[string]        // id of the newest message seen
+	// start is the position the broker subscription started from (set
+	// before ready is closed); first is the first message since.
+	start string
+	first atomic.Pointer[broker.Message]
 
 	// guarded by the shard's mu
 	refs   int
@@ -161,6 +165,26 @@ func (h *Hub) LastID(name string) string {
 	return ""
 }
 
+// Start returns the position channel's subscription on this node started
+// from (what LastID said before the first message), and the first
+// message received since, or nil. A client at that position has missed
+// exactly the first message and every one after it.
+func (h *Hub) Start(name string) (string, *broker.Message) {
+	sh := h.shard(name)
+	sh.mu.RLock()
+	c := sh.channels[name]
+	sh.mu.RUnlock()
+	if c == nil {
+		return "", nil
+	}
+	select {
+	case <-c.ready:
+	default:
+		return "", nil
+	}
+	return c.start, c.first.Load()
+}
+
 func (h *Hub) acquire(ctx context.Context, name string, s *Subscriber) (*channel, error) {
 	sh := h.shard(name)
 	sh.mu.Lock()
@@ -183,6 +207,7 @@ func (h *Hub) acquire(ctx context.Context, name string, s *Subscriber) (*channel
 		if err == nil && last != "" {
 			c.lastID.CompareAndSwap(nil, &last)
 		}
+		c.start = last
 		c.err = err
 		close(c.ready)
 		if err != nil {
@@ -298,6 +323,7 @@ func (h *Hub) deliver(e *Envelope) {
 	if e.Msg.ID != "" {
 		id := e.Msg.ID
 		c.lastID.Store(&id)
+		c.first.CompareAndSwap(nil, e.Msg)
 	}
 	subs := c.subs.Load()
 	if subs == nil {

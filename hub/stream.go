@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -29,6 +30,11 @@ type SSEOptions struct {
 	// JSON sends each message's data as its JSON form (`?format=json`).
 	JSON     bool
 	Observer DeliveryObserver
+	// Shutdown, when closed, ends the stream with a `retry:` hint of a
+	// random delay up to ShutdownJitter, so that the clients of a
+	// reloading or stopping server come back spread out, not at once.
+	Shutdown       <-chan struct{}
+	ShutdownJitter time.Duration
 }
 
 // ServeSSE streams ss to w as Server-Sent Events until the client leaves
@@ -84,6 +90,13 @@ func ServeSSE(ctx context.Context, w http.ResponseWriter, ss *Session, opts SSEO
 	for {
 		select {
 		case <-ctx.Done():
+			return nil
+		case <-opts.Shutdown:
+			ms := opts.Retry.Milliseconds()
+			if j := opts.ShutdownJitter.Milliseconds(); j > 0 {
+				ms += rand.Int64N(j)
+			}
+			_ = writeFlush(w, rc, sse.AppendRetry(buf[:0], int(ms)))
 			return nil
 		case <-s.Done():
 			return s.Err()

@@ -241,6 +241,9 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 		err = ws.Serve(h.state.hub.Context(), w, r, sess, ws.Options{
 			Heartbeat:   h.heartbeat,
 			MessageSize: h.Limits.MessageSize,
+			FrameRate:   wsFrameRate,
+			FrameBurst:  wsFrameBurst,
+			OnLimit:     func() { refuse("limit") },
 			Publish:     h.wsPublisher(claims),
 			Observer:    observer{},
 			Logger:      h.logger,
@@ -285,4 +288,8 @@ const (
 	// shutdownJitter spreads the reconnections of the SSE clients of a
 	// reloading or stopping server over this much more time.
 	shutdownJitter = 3 * time.Second
+	// wsFrameRate and wsFrameBurst bound what one hub WebSocket client
+	// may send: plenty for chat, not enough to flood the bus.
+	wsFrameRate  = 20
+	wsFrameBurst = 50
 )

@@ -24,6 +24,7 @@ import (
 	"github.com/caddy-realtime/realtime/hub"
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 )
 
 // IsUpgrade reports whether r asks for a WebSocket upgrade.
@@ -76,6 +77,14 @@ type Options struct {
 	// MessageSize is the largest inbound frame; a larger one closes the
 	// connection with 1009.
 	MessageSize int64
+	// FrameRate bounds inbound frames per second (with a burst of
+	// FrameBurst); a client sending faster is closed with 1008. Zero: no
+	// bound.
+	FrameRate  float64
+	FrameBurst int
+	// OnLimit is called when a connection is closed for a limit (frame
+	// size or rate), for metrics.
+	OnLimit func()
 	// Publish handles publish frames; nil refuses them.
 	Publish  PublishFunc
 	Observer hub.DeliveryObserver
@@ -267,9 +276,21 @@ func (c *connection) readLoop(ctx context.Context) {
 		})
 	}
 	limit := c.opts.MessageSize
+	if limit <= 0 {
+		limit = 1 << 30
+	}
+	var rl *rate.Limiter
+	if c.opts.FrameRate > 0 {
+		rl = rate.NewLimiter(rate.Limit(c.opts.FrameRate), max(c.opts.FrameBurst, 1))
+	}
 	for {
 		typ, rd, err := conn.NextReader()
 		if err != nil {
+			return
+		}
+		if rl != nil && !rl.Allow() {
+			c.closeWith(websocket.ClosePolicyViolation, fmt.Sprintf("too many frames: at most %g per second", c.opts.FrameRate))
+			c.limited("frame rate")
 			return
 		}
 		if typ != websocket.TextMessage {
@@ -280,12 +301,20 @@ func (c *connection) readLoop(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		if limit > 0 && int64(len(data)) > limit {
+		if int64(len(data)) > limit {
 			c.closeWith(websocket.CloseMessageTooBig, fmt.Sprintf("frame exceeds message_size (%d bytes)", limit))
-			c.opts.Logger.Debug("closing websocket: inbound frame too large", zap.Int64("limit", limit))
+			c.limited("frame size")
 			return
 		}
 		c.handle(ctx, data)
+	}
+}
+
+// limited logs and counts a connection closed for a limit.
+func (c *connection) limited(what string) {
+	c.opts.Logger.Info("closing websocket: over limit", zap.String("limit", what))
+	if c.opts.OnLimit != nil {
+		c.opts.OnLimit()
 	}
 }
 

@@ -10,7 +10,7 @@ CADDY     := $(BIN)/caddy
 GOFLAGS   ?=
 export GOFLAGS
 
-.PHONY: all build run test unit lint fuzz bench clean
+.PHONY: all build run test unit lint fuzz bench clean xcaddy-check
 
 all: build
 
@@ -41,6 +41,11 @@ test: build
 	REALTIME_CADDY_BIN=$(abspath $(CADDY)) $(GO) test -race -count=1 -timeout 9m ./...
 	REALTIME_CADDY_BIN=$(abspath $(CADDY)) ./client/test/run.sh
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
+	./scripts/xcaddy-check.sh
+
+# xcaddy-check: the module builds into Caddy the way users add plugins.
+xcaddy-check:
+	./scripts/xcaddy-check.sh
 
 # fuzz: each fuzz target for FUZZTIME (default 30s); bounded.
 FUZZTIME ?= 30s

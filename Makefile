@@ -23,7 +23,10 @@ $(CADDY): FORCE
 FORCE:
 
 run: build
-	@echo "Demo at http://localhost:8080 (embedded broker; set REDIS_URL to use Redis)"
+	@echo "Open http://localhost:8080 and publish from the page, or from a shell:"
+	@echo "  curl -X POST -H 'Authorization: Bearer demo-key' 'http://localhost:8080/hub?channel=news' -d hello"
+	@echo "  curl -N -H 'Accept: text/event-stream' 'http://localhost:8080/hub?channel=news'"
+	@echo "Embedded broker; with REDIS_URL=redis://127.0.0.1:6379 set: redis-cli PUBLISH realtime:news hello"
 	$(CADDY) run --config examples/demo/Caddyfile --adapter caddyfile
 
 lint:

@@ -686,6 +686,14 @@ var roundCounter atomic.Int64
 // live subscriber's deliveries.
 func (sw *swarm) runRound(ctx context.Context, rs roundSpec, drain time.Duration) (*roundResult, error) {
 	round := int(roundCounter.Add(1) % 10000)
+	// subscribers that went away in an earlier round are not counted
+	alive := sw.live[:0:0]
+	for _, s := range sw.live {
+		if !s.gone.Load() {
+			alive = append(alive, s)
+		}
+	}
+	sw.live = alive
 	for _, s := range sw.live {
 		s.mu.Lock()
 		s.round = round

@@ -34,7 +34,7 @@ func printReport(w io.Writer, rep *report) {
 	fmt.Fprintf(w, "caddy: %s; %s; %d CPUs; open-file limit %d\n", rep.CaddyBin, rep.GoVersion, rep.CPUs, rep.NoFile)
 	fmt.Fprintf(w, "load average at start %s, at end %s; CPU used by processes outside the benchmark during the run: %.1f s of %.1f s wall time x %d CPUs\n",
 		rep.LoadStart, rep.LoadEnd, rep.OtherCPU, rep.WallSeconds, rep.CPUs)
-	if rep.WallSeconds > 0 && rep.OtherCPU > 0.1*rep.WallSeconds*float64(rep.CPUs) {
+	if noisy(rep) {
 		fmt.Fprintf(w, "WARNING: other processes took %.0f%% of the machine during this run: figures are noisy, rerun on an idle machine to compare\n",
 			100*rep.OtherCPU/(rep.WallSeconds*float64(rep.CPUs)))
 	}
@@ -47,7 +47,7 @@ func printReport(w io.Writer, rep *report) {
 		if rep.PassErr != "" {
 			fmt.Fprintf(w, "error: %s\n", rep.PassErr)
 		}
-		printPassthrough(w, rep.Passthrough, rep.CutShort)
+		printPassthrough(w, rep.Passthrough, rep.CutShort, noisy(rep))
 	}
 
 	if len(rep.Rows) > 0 {
@@ -61,7 +61,7 @@ func printReport(w io.Writer, rep *report) {
 	fmt.Fprintln(w)
 }
 
-func printPassthrough(w io.Writer, rows []*passResult, cutShort bool) {
+func printPassthrough(w io.Writer, rows []*passResult, cutShort, noisyRun bool) {
 	if len(rows) == 0 {
 		return
 	}
@@ -115,10 +115,15 @@ func printPassthrough(w io.Writer, rows []*passResult, cutShort bool) {
 		}
 		if cutShort || base.Err != "" || rt.Err != "" {
 			verdict = "no verdict (run cut short or errors)"
+		} else if noisyRun {
+			verdict += " (unreliable: the machine was busy with other work, see WARNING)"
 		}
 		fmt.Fprintf(w, "passthrough: events/s ratio %.3f (cost %.1f%%, target < 5%%); p99 added %+.3f ms (target < 1 ms); p50 added %+.3f ms: %s\n",
 			rt.EventsPerS/base.EventsPerS, cost*100, added, rt.P50-base.P50, verdict)
 		fmt.Fprintf(w, "flood rounds (events/s): plain %s; realtime %s\n", fmtRounds(base.Rounds), fmtRounds(rt.Rounds))
+		if base.CPUPerEvent > 0 && rt.CPUPerEvent > 0 {
+			fmt.Fprintf(w, "server CPU per event: realtime/plain %.2f (less sensitive to scheduling noise than events/s)\n", rt.CPUPerEvent/base.CPUPerEvent)
+		}
 	}
 }
 
@@ -225,10 +230,10 @@ func printSaturation(w io.Writer, rows []*satRow) {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "server\tsubscribers\tbest msg/s\tdeliveries/s\tlimited by\t")
+	fmt.Fprintln(tw, "server\tsubscribers\tbest msg/s\tdeliveries/s\tlimited by\tserver CPU\tgenerator CPU\t")
 	for _, r := range rows {
 		if r.Err != "" {
-			fmt.Fprintf(tw, "%s\t%d/%d\t-\t-\t%s\t\n", r.Server, r.Connected, r.N, truncate(r.Err, 70))
+			fmt.Fprintf(tw, "%s\t%d/%d\t-\t-\t%s\t\t\t\n", r.Server, r.Connected, r.N, truncate(r.Err, 70))
 			continue
 		}
 		hb := base != nil
@@ -236,10 +241,11 @@ func printSaturation(w io.Writer, rows []*satRow) {
 		if hb {
 			bd = base.Deliveries
 		}
-		fmt.Fprintf(tw, "%s\t%d/%d\t%.0f\t%s\t%s\t\n", r.Server, r.Connected, r.N, r.BestRate,
-			cell("%.0f", r.Deliveries, bd, hb, r == base), r.Limit)
+		fmt.Fprintf(tw, "%s\t%d/%d\t%.0f\t%s\t%s\t%.0f%%\t%.0f%%\t\n", r.Server, r.Connected, r.N, r.BestRate,
+			cell("%.0f", r.Deliveries, bd, hb, r == base), r.Limit, 100*r.ServerCPU, 100*r.GenCPU)
 	}
 	tw.Flush()
+	fmt.Fprintln(w, "  CPU columns: share of one core at the best rate; a generator near 100% means the load generator, not the server, set the limit")
 }
 
 func truncate(s string, n int) string {
@@ -248,4 +254,10 @@ func truncate(s string, n int) string {
 		return s[:n] + "..."
 	}
 	return s
+}
+
+// noisy reports whether processes outside the benchmark took more than 10%
+// of the machine during the run.
+func noisy(rep *report) bool {
+	return rep.WallSeconds > 0 && rep.OtherCPU > 0.1*rep.WallSeconds*float64(rep.CPUs)
 }

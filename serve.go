@@ -115,6 +115,10 @@ func (h *Handler) serveHub(w http.ResponseWriter, r *http.Request) error {
 		return h.servePublish(w, r)
 	case http.MethodGet, http.MethodHead:
 		return h.serveSubscribe(w, r)
+	case http.MethodConnect:
+		if ws.IsUpgrade(r) { // WebSocket over HTTP/2 or HTTP/3
+			return h.serveSubscribe(w, r)
+		}
 	}
 	w.Header().Set("Allow", "GET, POST, OPTIONS")
 	return refused(http.StatusMethodNotAllowed, "bad_request", "method %s not allowed: GET subscribes, POST publishes", r.Method)
@@ -235,6 +239,8 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 				h.state.untrackConn(conn)
 			}
 		}()
+		// over HTTP/2 and HTTP/3 the WebSocket is a stream of this request
+		liftDeadlines(w, r)
 		// the hub owns hub WebSocket connections: they stay open across a
 		// reload that keeps the hub's configuration, so they follow the
 		// state's lifetime, not the handler's

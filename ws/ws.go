@@ -28,8 +28,10 @@ import (
 )
 
 // IsUpgrade reports whether r asks for a WebSocket upgrade.
+// IsUpgrade reports whether r asks for a WebSocket: an HTTP/1.1 upgrade,
+// or an extended CONNECT over HTTP/2 or HTTP/3.
 func IsUpgrade(r *http.Request) bool {
-	return headerHasToken(r.Header, "Connection", "upgrade") &&
+	return isExtendedConnect(r) || headerHasToken(r.Header, "Connection", "upgrade") &&
 		strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 }
 
@@ -120,7 +122,13 @@ type inbound struct {
 // drops its subscriber, or ctx ends. The subscribed frame goes first (the
 // subscription is live), then the replay, then live messages.
 func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.Session, opts Options) error {
-	conn, err := upgrader.Upgrade(hijackable{w}, r, nil)
+	var conn *websocket.Conn
+	var err error
+	if isExtendedConnect(r) {
+		conn, err = upgradeStream(w, r)
+	} else {
+		conn, err = upgrader.Upgrade(hijackable{w}, r, nil)
+	}
 	if err != nil {
 		return err // the upgrader has answered the client
 	}

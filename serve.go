@@ -212,7 +212,14 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	defer release()
+	// a stream that leaves its request (detached) takes over what the
+	// defers below would do, and runs it when it ends
+	detached := false
+	defer func() {
+		if !detached {
+			release()
+		}
+	}()
 
 	res, err := h.parseResume(r, transport, channels)
 	if err != nil {
@@ -226,19 +233,23 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 		}
 		return refused(http.StatusServiceUnavailable, "", "subscribing failed: %v", err)
 	}
-	defer h.state.hub.Unsubscribe(sub)
+	defer func() {
+		if !detached {
+			h.state.hub.Unsubscribe(sub)
+		}
+	}()
 	sess := res.session(ctx, h, sub)
 
 	switch transport {
 	case "ws":
 		metrics.connWS.Inc()
-		defer metrics.connWS.Dec()
 		var conn *websocket.Conn
-		defer func() {
+		end := func() {
 			if conn != nil {
 				h.state.untrackConn(conn)
 			}
-		}()
+			metrics.connWS.Dec()
+		}
 		// over HTTP/2 and HTTP/3 the WebSocket is a stream of this request
 		liftDeadlines(w, r)
 		// the hub owns hub WebSocket connections: they stay open across a
@@ -257,19 +268,58 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 				conn = c
 				h.state.trackConn(c)
 			},
+			// a hijacked connection leaves the request goroutine (see
+			// ws.Options.Detach): far less memory per idle connection
+			Detach: func(serve func() error) {
+				detached = true
+				log := h.logger
+				go func() {
+					err := serve()
+					end()
+					h.state.hub.Unsubscribe(sub)
+					release()
+					logEnd(log, "ws", err)
+				}()
+			},
 		})
+		if detached {
+			return nil
+		}
+		end()
 	case "sse":
 		metrics.connSSE.Inc()
-		defer metrics.connSSE.Dec()
 		liftDeadlines(w, r)
-		err = hub.ServeSSE(ctx, w, sess, hub.SSEOptions{
+		opts := hub.SSEOptions{
 			Heartbeat:      h.heartbeat,
 			Retry:          retryHint,
 			JSON:           r.URL.Query().Get("format") == "json",
 			Observer:       observer{},
 			Shutdown:       h.ctx.Done(),
 			ShutdownJitter: shutdownJitter,
-		})
+		}
+		if r.ProtoMajor == 1 && r.ProtoMinor >= 1 && r.Method == http.MethodGet {
+			// over HTTP/1.1 the stream leaves the request goroutine (see
+			// hub.SSEOptions.Detach): far less memory per idle stream
+			if _, iw := caddyhttp.IdleTimeoutsFromContext(ctx); iw != nil {
+				opts.WriteTimeout = iw.Deadline.Timeout
+			}
+			log := h.logger
+			opts.Detach = func(serve func() error) {
+				detached = true
+				go func() {
+					err := serve()
+					metrics.connSSE.Dec()
+					h.state.hub.Unsubscribe(sub)
+					release()
+					logEnd(log, "sse", err)
+				}()
+			}
+		}
+		err = hub.ServeSSE(ctx, w, sess, opts)
+		if detached {
+			return nil
+		}
+		metrics.connSSE.Dec()
 	default:
 		metrics.connPoll.Inc()
 		defer metrics.connPoll.Dec()
@@ -280,12 +330,17 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 			Shutdown: h.ctx.Done(),
 		})
 	}
+	logEnd(h.logger, transport, err)
+	return nil
+}
+
+// logEnd logs, at debug level, why a subscription ended abnormally.
+func logEnd(log *zap.Logger, transport string, err error) {
 	if err != nil && !errors.Is(err, hub.ErrSlowConsumer) && !errors.Is(err, hub.ErrHubClosed) {
-		if c := h.logger.Check(zap.DebugLevel, "subscription ended"); c != nil {
+		if c := log.Check(zap.DebugLevel, "subscription ended"); c != nil {
 			c.Write(zap.String("transport", transport), zap.Error(err))
 		}
 	}
-	return nil
 }
 
 const (

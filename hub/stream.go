@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/caddy-realtime/realtime/sse"
@@ -35,7 +36,29 @@ type SSEOptions struct {
 	// reloading or stopping server come back spread out, not at once.
 	Shutdown       <-chan struct{}
 	ShutdownJitter time.Duration
+	// Detach, when set, lets an HTTP/1.1 stream leave its request: once
+	// the response header is sent, ServeSSE takes the connection over
+	// from net/http, calls Detach with the function that serves the rest
+	// of the stream, and returns ErrDetached. The caller runs that
+	// function on a goroutine of its own (and cleans up after it) and
+	// returns from its handler, which frees the request goroutine's deep
+	// stack, net/http's buffers and the server's per-request state: an
+	// idle stream then costs two small goroutines (the writer and one
+	// that notices the client closing) and a few small objects. A
+	// detached stream does not use ctx: it ends when the client closes
+	// the connection, on Shutdown, or when the hub drops it. Where the
+	// connection cannot be taken over (HTTP/2, HTTP/3, an encoded
+	// response), the stream is served in place.
+	Detach func(serve func() error)
+	// WriteTimeout bounds each write of a detached stream, as the
+	// server's write idle timeout bounds the writes of one in place;
+	// zero: no bound.
+	WriteTimeout time.Duration
 }
+
+// ErrDetached is what ServeSSE returns once it handed a stream over to
+// Options.Detach.
+var ErrDetached = errors.New("stream detached from its request")
 
 // ServeSSE streams ss to w as Server-Sent Events until the client leaves
 // (ctx), the hub drops the subscriber, or a write fails. The `retry:`
@@ -44,8 +67,10 @@ type SSEOptions struct {
 //
 // Everything pending is written with one Write and one Flush, so a burst
 // costs one syscall per client, not one per message.
+//
+// With opts.Detach set, an HTTP/1.1 stream leaves the request: see
+// SSEOptions.Detach.
 func ServeSSE(ctx context.Context, w http.ResponseWriter, ss *Session, opts SSEOptions) error {
-	s := ss.Sub
 	if opts.Observer == nil {
 		opts.Observer = nopDelivery{}
 	}
@@ -58,8 +83,43 @@ func ServeSSE(ctx context.Context, w http.ResponseWriter, ss *Session, opts SSEO
 	hdr.Set("X-Accel-Buffering", "no")
 	hdr.Del("Content-Length")
 	w.WriteHeader(http.StatusOK)
+	if opts.Detach != nil {
+		if conn := hijackChunked(w, rc); conn != nil {
+			out := &chunkedOut{conn: conn, timeout: opts.WriteTimeout}
+			opts.Detach(func() error { return out.serve(ss, opts) })
+			return ErrDetached
+		}
+	}
+	return serveSSE(ctx, ss, opts, &responseOut{w: w, rc: rc})
+}
 
-	buf := sse.AppendRetry(nil, int(opts.Retry/time.Millisecond))
+// sseOut is where a stream's bytes go: the response (through net/http),
+// or a connection taken over from it.
+type sseOut interface {
+	// room is how many bytes each buffer passed to write starts with,
+	// free for framing.
+	room() int
+	// write sends b[room():] to the client at once.
+	write(b []byte) error
+}
+
+type responseOut struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (*responseOut) room() int              { return 0 }
+func (o *responseOut) write(b []byte) error { return writeFlush(o.w, o.rc, b) }
+
+// sseBufs holds stream buffers between bursts, so that an idle stream
+// keeps none.
+var sseBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func serveSSE(ctx context.Context, ss *Session, opts SSEOptions, out sseOut) error {
+	s := ss.Sub
+	room := out.room()
+	bp := sseBufs.Get().(*[]byte)
+	buf := sse.AppendRetry((*bp)[:room], int(opts.Retry/time.Millisecond))
 	if cur := ss.Cursor(); cur != "" && len(ss.Replay) == 0 {
 		// an event with only an id sets the client's last event id
 		// without dispatching anything: a client that drops before the
@@ -71,7 +131,9 @@ func ServeSSE(ctx context.Context, w http.ResponseWriter, ss *Session, opts SSEO
 	for _, e := range ss.Replay {
 		buf = appendSSE(buf, ss, e, opts.JSON)
 	}
-	if err := writeFlush(w, rc, buf); err != nil {
+	err := out.write(buf)
+	putBuf(bp, buf)
+	if err != nil {
 		return err
 	}
 	for _, e := range ss.Replay {
@@ -96,7 +158,8 @@ func ServeSSE(ctx context.Context, w http.ResponseWriter, ss *Session, opts SSEO
 			if j := opts.ShutdownJitter.Milliseconds(); j > 0 {
 				ms += rand.Int64N(j)
 			}
-			_ = writeFlush(w, rc, sse.AppendRetry(buf[:0], int(ms)))
+			var b [64]byte
+			_ = out.write(sse.AppendRetry(b[:room], int(ms)))
 			return nil
 		case <-s.Done():
 			return s.Err()
@@ -105,8 +168,8 @@ func ServeSSE(ctx context.Context, w http.ResponseWriter, ss *Session, opts SSEO
 				wrote = false
 				continue
 			}
-			buf = sse.AppendComment(buf[:0], "heartbeat")
-			if err := writeFlush(w, rc, buf); err != nil {
+			var b [64]byte
+			if err := out.write(sse.AppendComment(b[:room], "heartbeat")); err != nil {
 				return err
 			}
 		case <-s.Ready():
@@ -114,11 +177,14 @@ func ServeSSE(ctx context.Context, w http.ResponseWriter, ss *Session, opts SSEO
 			if len(pending) == 0 {
 				continue
 			}
-			buf = buf[:0]
+			bp := sseBufs.Get().(*[]byte)
+			buf := (*bp)[:room]
 			for _, e := range pending {
 				buf = appendSSE(buf, ss, e, opts.JSON)
 			}
-			if err := writeFlush(w, rc, buf); err != nil {
+			err := out.write(buf)
+			putBuf(bp, buf)
+			if err != nil {
 				return err
 			}
 			for _, e := range pending {
@@ -126,11 +192,18 @@ func ServeSSE(ctx context.Context, w http.ResponseWriter, ss *Session, opts SSEO
 			}
 			clear(pending)
 			wrote = true
-			if cap(buf) > 64<<10 {
-				buf = nil // don't keep a burst's buffer on an idle stream
-			}
 		}
 	}
+}
+
+// putBuf returns a stream buffer to the pool, unless a burst grew it
+// too big to keep.
+func putBuf(bp *[]byte, b []byte) {
+	if cap(b) > 64<<10 {
+		return
+	}
+	*bp = b[:0]
+	sseBufs.Put(bp)
 }
 
 // appendSSE appends e as the session's client is to see it: the shared

@@ -52,8 +52,10 @@ var writeBuffers sync.Pool
 
 // upgrader checks nothing itself: the Origin and ticket checks run before.
 var upgrader = websocket.Upgrader{
-	// reuse the HTTP server's buffered reader: no extra read buffer
-	ReadBufferSize:  0,
+	// a small read buffer of the connection's own rather than the HTTP
+	// server's 4 KB one: clients send little (pongs, the odd publish),
+	// and frames larger than the buffer are read through it
+	ReadBufferSize:  readBufferSize,
 	WriteBufferPool: &writeBuffers,
 	CheckOrigin:     func(*http.Request) bool { return true },
 }
@@ -94,9 +96,23 @@ type Options struct {
 	// OnUpgrade is called once the connection is upgraded (the root uses
 	// it to register the connection so shutdown can close it).
 	OnUpgrade func(*websocket.Conn)
+	// Detach, when set, lets the connection leave its HTTP request once
+	// upgraded: Serve calls Detach with the function that serves the
+	// connection and returns ErrDetached. The caller runs that function
+	// on a goroutine of its own (and cleans up after it) and returns
+	// from its handler, which frees the request goroutine's deep stack
+	// and the server's per-request state. ctx must then outlive the
+	// request.
+	Detach func(serve func() error)
 }
 
 const writeWait = 10 * time.Second
+
+const readBufferSize = 512
+
+// ErrDetached is what Serve returns once it handed the connection over
+// to Options.Detach.
+var ErrDetached = errors.New("websocket detached from its request")
 
 // control is a frame the connection sends about itself.
 type control struct {
@@ -132,7 +148,6 @@ func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.
 	if err != nil {
 		return err // the upgrader has answered the client
 	}
-	defer conn.Close()
 	if opts.OnUpgrade != nil {
 		opts.OnUpgrade(conn)
 	}
@@ -145,16 +160,33 @@ func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.
 	c := &connection{
 		conn:    conn,
 		opts:    opts,
-		replies: make(chan control, 8),
+		replies: make(chan *control, 8),
 		closed:  make(chan struct{}),
 		readErr: make(chan struct{}),
 	}
+	if opts.Detach != nil && !isExtendedConnect(r) {
+		// a hijacked connection no longer needs its request; a stream
+		// of an HTTP/2 connection (RFC 8441) ends with it
+		opts.Detach(func() error {
+			defer conn.Close()
+			return c.serve(ctx, ss)
+		})
+		return ErrDetached
+	}
+	defer conn.Close()
+	return c.serve(ctx, ss)
+}
+
+// serve runs the connection: a reader goroutine, and the writer on the
+// calling one.
+func (c *connection) serve(ctx context.Context, ss *hub.Session) error {
+	conn := c.conn
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
 		c.readLoop(ctx)
 	}()
-	err = c.writeLoop(ctx, ss)
+	err := c.writeLoop(ctx, ss)
 	close(c.closed)
 	_ = conn.Close() // ends the reader
 	<-readDone
@@ -168,7 +200,7 @@ func (nopObserver) Delivered(string, *hub.Envelope) {}
 type connection struct {
 	conn    *websocket.Conn
 	opts    Options
-	replies chan control  // from the reader to the writer
+	replies chan *control // from the reader to the writer
 	closed  chan struct{} // the writer has stopped
 
 	buf      []byte // per-connection frames (multi-channel sessions)
@@ -218,7 +250,7 @@ func (c *connection) writeLoop(ctx context.Context, ss *hub.Session) error {
 			}
 			return nil
 		case rep := <-c.replies:
-			if err := c.writeJSON(rep); err != nil {
+			if err := c.writeJSON(*rep); err != nil {
 				return err
 			}
 		case <-ping:
@@ -365,7 +397,7 @@ func (c *connection) handle(ctx context.Context, data []byte) {
 // requests faster than it reads replies is closed.
 func (c *connection) reply(v control) {
 	select {
-	case c.replies <- v:
+	case c.replies <- &v:
 	case <-c.closed:
 	default:
 		c.closeWith(websocket.ClosePolicyViolation, "too many requests without reading replies")

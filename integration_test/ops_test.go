@@ -365,3 +365,116 @@ func TestWebSocketFrameLimit(t *testing.T) {
 		return
 	}
 }
+
+var heapInuseRE = regexp.MustCompile(`(?m)^go_memstats_heap_inuse_bytes ([0-9.e+]+)$`)
+
+// heapInuse forces a garbage collection in Caddy (through the admin
+// endpoint's heap profile with gc=1) and returns its heap in use.
+func heapInuse(t *testing.T, c *harness.Caddy) float64 {
+	t.Helper()
+	if status, _ := c.Admin(t, "GET", "/debug/pprof/heap?gc=1", nil); status != 200 {
+		t.Fatalf("heap profile: %d", status)
+	}
+	m := heapInuseRE.FindStringSubmatch(c.Metrics(t))
+	if m == nil {
+		t.Fatal("no go_memstats_heap_inuse_bytes in /metrics")
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+// TestChurnBackToBaseline: 1,000 subscribers, of which a bounded number
+// of connect/disconnect loops churn for a few seconds while messages are
+// published; afterwards goroutines and heap are back to baseline.
+func TestChurnBackToBaseline(t *testing.T) {
+	c := startOps(t, "", "30s", "")
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1, DisableKeepAlives: true}}
+	defer client.CloseIdleConnections()
+
+	// warm up, then take the baseline
+	resp, _ := openSSE(t, client, c.URL("/hub?channel=warm"))
+	resp.Body.Close()
+	waitGoroutines(t, c, -1)
+	baseG := c.Goroutines(t)
+	baseHeap := heapInuse(t, c)
+
+	const subs, churners, rounds = 1000, 20, 40
+	var mu sync.Mutex
+	open := make([]*http.Response, 0, subs)
+	for i := 0; i < subs; i++ {
+		resp, _ := openSSE(t, client, c.URL(fmt.Sprintf("/hub?channel=c%d", i%20)))
+		open = append(open, resp)
+	}
+	stop := make(chan struct{})
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			req, _ := http.NewRequest("POST", c.URL(fmt.Sprintf("/hub?channel=c%d", i%20)), strings.NewReader("tick"))
+			req.Header.Set("Authorization", "Bearer k")
+			if resp, err := harness.HTTP1Client().Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := 0; w < churners; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for r := 0; r < rounds; r++ {
+				mu.Lock()
+				i := (w*rounds + r) % len(open)
+				old := open[i]
+				mu.Unlock()
+				old.Body.Close()
+				req, _ := http.NewRequest("GET", c.URL(fmt.Sprintf("/hub?channel=c%d", r%20)), nil)
+				req.Header.Set("Accept", "text/event-stream")
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				open[i] = resp
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(stop)
+	<-pubDone
+	if n := c.Goroutines(t); n < baseG+subs {
+		t.Fatalf("only %d goroutines with %d subscribers open (baseline %d)", n, subs, baseG)
+	}
+	for _, r := range open {
+		r.Body.Close()
+	}
+	waitGoroutines(t, c, baseG+5)
+	// the heap may keep a little (pools, the replay cache's messages)
+	if heap := heapInuse(t, c); heap > baseHeap+16<<20 {
+		t.Fatalf("heap in use %.1f MB after churn, baseline %.1f MB", heap/1e6, baseHeap/1e6)
+	}
+}
+
+// waitGoroutines waits (bounded) until Caddy runs at most max goroutines;
+// max < 0 waits until the count is steady.
+func waitGoroutines(t *testing.T, c *harness.Caddy, max int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	prev := -1
+	for time.Now().Before(deadline) {
+		n := c.Goroutines(t)
+		if (max >= 0 && n <= max) || (max < 0 && n == prev) {
+			return
+		}
+		prev = n
+		time.Sleep(200 * time.Millisecond) // polling a count: no event to await
+	}
+	t.Fatalf("goroutines: %d, want at most %d", c.Goroutines(t), max)
+}

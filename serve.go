@@ -1,6 +1,7 @@
 package realtime
 
 import (
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -354,3 +355,9 @@ const (
 	wsFrameRate  = 20
 	wsFrameBurst = 50
 )
+
+// constantTimeEqual compares secrets without leaking their length of
+// common prefix through timing.
+func constantTimeEqual(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}

@@ -2,125 +2,15 @@ package realtime
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
-	"net"
 	"net/http"
 	"sort"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/caddy-realtime/realtime/broker"
 	"github.com/caddy-realtime/realtime/hub"
 	"github.com/caddy-realtime/realtime/replay"
-	"github.com/caddy-realtime/realtime/sse"
-	"github.com/caddy-realtime/realtime/ws"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
-
-// liftDeadlines removes the server's read and write timeouts for a
-// long-lived stream. Caddy keeps its `timeouts { write }` setting as a
-// hard ceiling of the idle-timeout writer it installs, which a plain
-// SetWriteDeadline(time.Time{}) does not lift, so the ceiling is cleared
-// there too. The idle timeout itself stays: it bounds each write, so a
-// client that stops reading is still cut off.
-func liftDeadlines(w http.ResponseWriter, r *http.Request) {
-	ir, iw := caddyhttp.IdleTimeoutsFromContext(r.Context())
-	if iw != nil {
-		iw.Deadline.HardDeadline = time.Time{}
-	}
-	if ir != nil {
-		ir.Deadline.HardDeadline = time.Time{}
-	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Time{})
-	_ = rc.SetReadDeadline(time.Time{})
-}
-
-// streamContext is r's context, also cancelled when this handler is
-// cleaned up (a config reload or stop), so that open streams end at once
-// and the old server's shutdown does not wait for them.
-func (h *Handler) streamContext(r *http.Request) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(r.Context())
-	stop := context.AfterFunc(h.ctx, cancel)
-	return ctx, func() { stop(); cancel() }
-}
-
-// passthrough serves a request the hub does not answer: the next handler
-// answers, with event streams unbuffered and kept alive, and WebSocket
-// upgrades only after the Origin (and ticket) checks.
-func (h *Handler) passthrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if ws.IsUpgrade(r) || wantsSSE(r) {
-		if err := h.origins.Check(r); err != nil {
-			return fromAuthError(err)
-		}
-		if _, err := h.authorizeSubscribe(r, nil); err != nil {
-			return err
-		}
-		if h.tickets != nil {
-			stripTicket(r)
-		}
-	}
-	if wantsSSE(r) {
-		// an event stream ends when this handler is cleaned up (reload,
-		// stop), so the old server's shutdown does not wait for it; the
-		// client reconnects to the new config
-		ctx, cancel := h.streamContext(r)
-		defer cancel()
-		r = r.WithContext(ctx)
-	}
-	sw := sse.NewWriter(w, sse.Options{
-		Heartbeat: h.heartbeat,
-		OnStream:  func() { liftDeadlines(w, r) },
-		Logger:    h.logger,
-	})
-	defer sw.Close()
-	return next.ServeHTTP(sw, r)
-}
-
-// constantTimeEqual compares secrets without leaking their length of
-// common prefix through timing.
-func constantTimeEqual(a, b string) bool {
-	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
-}
-
-// admission counts open subscriptions, in total and per client IP, to
-// enforce `limits`.
-type admission struct {
-	mu    sync.Mutex
-	total int
-	perIP map[string]int
-}
-
-// admit reserves a subscription slot, or answers 503 with Retry-After.
-func (h *Handler) admit(r *http.Request) (release func(), err error) {
-	lim := h.Limits
-	if lim.Connections == 0 && lim.PerIP == 0 {
-		return func() {}, nil
-	}
-	ip, _, splitErr := net.SplitHostPort(r.RemoteAddr)
-	if splitErr != nil {
-		ip = r.RemoteAddr
-	}
-	a := h.admission
-	a.mu.Lock()
-	if (lim.Connections > 0 && a.total >= lim.Connections) || (lim.PerIP > 0 && a.perIP[ip] >= lim.PerIP) {
-		a.mu.Unlock()
-		return nil, &refusal{status: http.StatusServiceUnavailable, metric: "limit", reason: "too many open subscriptions: retry later", retryAfter: true}
-	}
-	a.total++
-	a.perIP[ip]++
-	a.mu.Unlock()
-	return func() {
-		a.mu.Lock()
-		a.total--
-		if a.perIP[ip]--; a.perIP[ip] <= 0 {
-			delete(a.perIP, ip)
-		}
-		a.mu.Unlock()
-	}, nil
-}
 
 // resumption is how a subscription catches up from the client's cursor.
 type resumption struct {

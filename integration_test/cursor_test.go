@@ -37,7 +37,7 @@ const cursorSite = `
 }
 `
 
-func startCursor(t *testing.T, rd *testredis.Server, size int) *harness.Caddy {
+func cursorStart(t *testing.T, rd *testredis.Server, size int) *harness.Caddy {
 	t.Helper()
 	redis := ""
 	if rd != nil {
@@ -49,12 +49,12 @@ func startCursor(t *testing.T, rd *testredis.Server, size int) *harness.Caddy {
 
 // sseStream is an open hub SSE subscription read with the sse package's
 // WHATWG parser; events arrive on a channel so waits are bounded.
-type sseStream struct {
+type cursorStream struct {
 	resp   *http.Response
 	events chan sse.Event
 }
 
-func cursorSSE(t *testing.T, c *harness.Caddy, query string, header http.Header) *sseStream {
+func cursorSSE(t *testing.T, c *harness.Caddy, query string, header http.Header) *cursorStream {
 	t.Helper()
 	req, _ := http.NewRequest("GET", c.URL("/hub?"+query), nil)
 	req.Header.Set("Accept", "text/event-stream")
@@ -69,7 +69,7 @@ func cursorSSE(t *testing.T, c *harness.Caddy, query string, header http.Header)
 		resp.Body.Close()
 		t.Fatalf("subscribe %s: %s", query, resp.Status)
 	}
-	s := &sseStream{resp: resp, events: make(chan sse.Event, 1000)}
+	s := &cursorStream{resp: resp, events: make(chan sse.Event, 1000)}
 	ready := make(chan struct{})
 	p := sse.NewParser(resp.Body)
 	var once sync.Once
@@ -93,7 +93,7 @@ func cursorSSE(t *testing.T, c *harness.Caddy, query string, header http.Header)
 	return s
 }
 
-func (s *sseStream) next(t *testing.T) sse.Event {
+func (s *cursorStream) next(t *testing.T) sse.Event {
 	t.Helper()
 	select {
 	case ev, ok := <-s.events:
@@ -107,9 +107,9 @@ func (s *sseStream) next(t *testing.T) sse.Event {
 	return sse.Event{}
 }
 
-func (s *sseStream) close() { s.resp.Body.Close() }
+func (s *cursorStream) close() { s.resp.Body.Close() }
 
-func post(t *testing.T, c *harness.Caddy, channel, data string) string {
+func cursorPost(t *testing.T, c *harness.Caddy, channel, data string) string {
 	t.Helper()
 	req, _ := http.NewRequest("POST", c.URL("/hub?channel="+channel), strings.NewReader(data))
 	req.Header.Set("Authorization", "Bearer k")
@@ -126,7 +126,7 @@ func post(t *testing.T, c *harness.Caddy, channel, data string) string {
 }
 
 // expectData reads events and checks their data, in order.
-func expectData(t *testing.T, s *sseStream, want ...string) []sse.Event {
+func cursorExpect(t *testing.T, s *cursorStream, want ...string) []sse.Event {
 	t.Helper()
 	var got []sse.Event
 	for _, w := range want {
@@ -141,14 +141,14 @@ func expectData(t *testing.T, s *sseStream, want ...string) []sse.Event {
 
 func TestCursorResumePubSub(t *testing.T) {
 	rd := testredis.Start(t)
-	c := startCursor(t, rd, 100)
+	c := cursorStart(t, rd, 100)
 	s := cursorSSE(t, c, "channel=news", nil)
 	for _, m := range []string{"one", "two"} {
 		if _, err := rd.Do("PUBLISH", "realtime:news", m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	evs := expectData(t, s, "one", "two")
+	evs := cursorExpect(t, s, "one", "two")
 	s.close()
 	// a lingering subscriber keeps the channel subscribed meanwhile
 	keep := cursorSSE(t, c, "channel=news", nil)
@@ -157,26 +157,26 @@ func TestCursorResumePubSub(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	expectData(t, keep, "three", "four", "five")
+	cursorExpect(t, keep, "three", "four", "five")
 
 	// the Last-Event-ID header wins over ?last_event_id=
 	r := cursorSSE(t, c, "channel=news&last_event_id="+url.QueryEscape(evs[0].ID),
 		http.Header{"Last-Event-Id": {evs[1].ID}})
-	expectData(t, r, "three", "four", "five")
+	cursorExpect(t, r, "three", "four", "five")
 	if _, err := rd.Do("PUBLISH", "realtime:news", "live"); err != nil {
 		t.Fatal(err)
 	}
-	expectData(t, r, "live")
+	cursorExpect(t, r, "live")
 
 	// the query parameter alone works too (a new EventSource)
 	q := cursorSSE(t, c, "channel=news&last_event_id="+url.QueryEscape(evs[0].ID), nil)
-	expectData(t, q, "two", "three", "four", "five", "live")
+	cursorExpect(t, q, "two", "three", "four", "five", "live")
 }
 
 func TestCursorResumeStreamAcrossNodes(t *testing.T) {
 	rd := testredis.Start(t)
-	a := startCursor(t, rd, 100)
-	b := startCursor(t, rd, 100)
+	a := cursorStart(t, rd, 100)
+	b := cursorStart(t, rd, 100)
 	s := cursorSSE(t, a, "channel=orders", nil)
 	if _, err := rd.Do("XADD", "realtime:orders", "*", "data", "first", "event", "created"); err != nil {
 		t.Fatal(err)
@@ -196,7 +196,7 @@ func TestCursorResumeStreamAcrossNodes(t *testing.T) {
 	}
 	// node b never saw the channel: it reads what was missed from Redis
 	r := cursorSSE(t, b, "channel=orders", http.Header{"Last-Event-Id": {first.ID}})
-	got := expectData(t, r, "missed 0", "missed 1", "missed 2")
+	got := cursorExpect(t, r, "missed 0", "missed 1", "missed 2")
 	for i, ev := range got {
 		if ev.ID != ids[i] {
 			t.Fatalf("id %s on node b, stream id %s", ev.ID, ids[i])
@@ -205,11 +205,11 @@ func TestCursorResumeStreamAcrossNodes(t *testing.T) {
 	if _, err := rd.Do("XADD", "realtime:orders", "*", "data", "live"); err != nil {
 		t.Fatal(err)
 	}
-	expectData(t, r, "live")
+	cursorExpect(t, r, "live")
 }
 
 func TestCursorMultiChannelWebSocket(t *testing.T) {
-	c := startCursor(t, nil, 100)
+	c := cursorStart(t, nil, 100)
 	dial := func(q string) *websocket.Conn {
 		conn, _, err := websocket.DefaultDialer.Dial(harness.WSURL(c.URL("/hub?"+q)), nil)
 		if err != nil {
@@ -233,14 +233,14 @@ func TestCursorMultiChannelWebSocket(t *testing.T) {
 	if m := read(conn); m.Type != "subscribed" {
 		t.Fatalf("first frame %+v", m)
 	}
-	post(t, c, "a", "a1")
-	post(t, c, "b", "b1")
+	cursorPost(t, c, "a", "a1")
+	cursorPost(t, c, "b", "b1")
 	read(conn)
 	last := read(conn)
 	conn.Close()
-	post(t, c, "b", "b2")
-	post(t, c, "a", "a2")
-	post(t, c, "b", "b3")
+	cursorPost(t, c, "b", "b2")
+	cursorPost(t, c, "a", "a2")
+	cursorPost(t, c, "b", "b3")
 	r := dial("channel=a&channel=b&last_event_id=" + url.QueryEscape(last.ID))
 	if m := read(r); m.Type != "subscribed" {
 		t.Fatalf("first frame %+v", m)
@@ -255,7 +255,7 @@ func TestCursorMultiChannelWebSocket(t *testing.T) {
 }
 
 func TestCursorLongPollSteadyRate(t *testing.T) {
-	c := startCursor(t, nil, 1000)
+	c := cursorStart(t, nil, 1000)
 	// the first poll gives the position to continue from
 	poll := func(cursor string) ([]string, string) {
 		u := c.URL("/hub?channel=tick")
@@ -294,7 +294,7 @@ func TestCursorLongPollSteadyRate(t *testing.T) {
 		defer tk.Stop()
 		for i := 0; i < total; i++ {
 			<-tk.C
-			post(t, c, "tick", fmt.Sprint(i))
+			cursorPost(t, c, "tick", fmt.Sprint(i))
 		}
 	}()
 	var got []string
@@ -316,15 +316,15 @@ func TestCursorLongPollSteadyRate(t *testing.T) {
 }
 
 func TestCursorResets(t *testing.T) {
-	c := startCursor(t, nil, 5)
+	c := cursorStart(t, nil, 5)
 	keep := cursorSSE(t, c, "channel=r", nil)
-	old := post(t, c, "r", "old")
+	old := cursorPost(t, c, "r", "old")
 	for i := 0; i < 10; i++ {
-		post(t, c, "r", fmt.Sprint(i))
+		cursorPost(t, c, "r", fmt.Sprint(i))
 	}
-	expectData(t, keep, "old", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
+	cursorExpect(t, keep, "old", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
 
-	checkReset := func(s *sseStream, reason string) sse.Event {
+	checkReset := func(s *cursorStream, reason string) sse.Event {
 		t.Helper()
 		ev := s.next(t)
 		var data struct{ Channel, Reason string }
@@ -337,16 +337,16 @@ func TestCursorResets(t *testing.T) {
 	// too old: trimmed by replay size
 	s := cursorSSE(t, c, "channel=r", http.Header{"Last-Event-Id": {old}})
 	reset := checkReset(s, "expired")
-	post(t, c, "r", "live")
-	expectData(t, s, "live")
+	cursorPost(t, c, "r", "live")
+	cursorExpect(t, s, "live")
 	// resuming from the reset's id: no second reset, what followed it
 	s2 := cursorSSE(t, c, "channel=r", http.Header{"Last-Event-Id": {reset.ID}})
-	expectData(t, s2, "live")
+	cursorExpect(t, s2, "live")
 	// an id of an epoch this node never had
 	s3 := cursorSSE(t, c, "channel=r", http.Header{"Last-Event-Id": {"p.zzzzzzzz.3"}})
 	checkReset(s3, "unknown-id")
-	post(t, c, "r", "after")
-	expectData(t, s3, "after")
+	cursorPost(t, c, "r", "after")
+	cursorExpect(t, s3, "after")
 	// undecodable: 400 with a reason
 	resp, err := harness.HTTP1Client().Get(c.URL("/hub?channel=r&last_event_id=%01%02"))
 	if err != nil {
@@ -360,7 +360,7 @@ func TestCursorResets(t *testing.T) {
 
 func TestCursorNodeRestartResets(t *testing.T) {
 	rd := testredis.Start(t)
-	c := startCursor(t, rd, 100)
+	c := cursorStart(t, rd, 100)
 	s := cursorSSE(t, c, "channel=p", nil)
 	if _, err := rd.Do("PUBLISH", "realtime:p", "before"); err != nil {
 		t.Fatal(err)
@@ -376,18 +376,73 @@ func TestCursorNodeRestartResets(t *testing.T) {
 	if _, err := rd.Do("PUBLISH", "realtime:p", "after"); err != nil {
 		t.Fatal(err)
 	}
-	expectData(t, r, "after")
+	cursorExpect(t, r, "after")
 }
 
 func TestCursorReloadLosesNothing(t *testing.T) {
-	c := startCursor(t, nil, 100)
+	c := cursorStart(t, nil, 100)
 	s := cursorSSE(t, c, "channel=rl", nil)
-	post(t, c, "rl", "1")
+	cursorPost(t, c, "rl", "1")
 	ev := s.next(t)
 	s.close()
-	post(t, c, "rl", "2") // the channel lingers for replay ttl
+	cursorPost(t, c, "rl", "2") // the channel lingers for replay ttl
 	c.Reload(t, strings.Replace(cursorSite, "{{.Marker}}", "two", 1))
-	post(t, c, "rl", "3")
+	cursorPost(t, c, "rl", "3")
 	r := cursorSSE(t, c, "channel=rl", http.Header{"Last-Event-Id": {ev.ID}})
-	expectData(t, r, "2", "3")
+	cursorExpect(t, r, "2", "3")
+}
+
+// TestCursorReloadWhilePublishing: messages published steadily through a
+// config reload all reach an SSE client that resumes with its last id
+// when the reload ends its stream: none lost, none twice, in order.
+func TestCursorReloadWhilePublishing(t *testing.T) {
+	// the backend publishes to Redis, which a reload does not interrupt
+	rd := testredis.Start(t)
+	c := cursorStart(t, rd, 1000)
+	const total = 200
+	done := make(chan struct{})
+	s := cursorSSE(t, c, "channel=steady", nil)
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(5 * time.Millisecond)
+		defer tk.Stop()
+		for i := 0; i < total; i++ {
+			<-tk.C
+			if _, err := rd.Do("XADD", "realtime:steady", "*", "data", fmt.Sprint(i)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var got []string
+	last := ""
+	reloaded := false
+	deadline := time.After(30 * time.Second)
+	for len(got) < total {
+		select {
+		case ev, ok := <-s.events:
+			if !ok {
+				// the reload ended the stream: resume from the last id
+				s = cursorSSE(t, c, "channel=steady", http.Header{"Last-Event-Id": {last}})
+				continue
+			}
+			got = append(got, ev.Data)
+			last = ev.ID
+			if len(got) == total/4 && !reloaded {
+				reloaded = true
+				go c.Reload(t, strings.Replace(cursorSite, "{{.Marker}}", "two", 1))
+			}
+		case <-deadline:
+			t.Fatalf("got %d of %d messages", len(got), total)
+		}
+	}
+	<-done
+	for i, d := range got {
+		if d != fmt.Sprint(i) {
+			t.Fatalf("message %d is %q: lost, duplicated or out of order", i, d)
+		}
+	}
+	if !reloaded {
+		t.Fatal("no reload happened")
+	}
 }

@@ -26,7 +26,8 @@ type RedisOptions struct {
 	// go-redis ParseURL). A URL with a master_name query parameter names
 	// Sentinels instead: redis://sentinel1:26379?master_name=mymaster
 	// &addr=sentinel2:26379 (go-redis ParseFailoverURL). Several URLs
-	// (Redis Cluster) are not supported yet.
+	// are the nodes of a Redis Cluster (the seed addresses); credentials
+	// and TLS come from the first one.
 	URLs []string
 	// Prefix of every channel and stream key, default "realtime:".
 	Prefix string
@@ -89,11 +90,19 @@ const (
 // channels changes. Both reconnect with capped, jittered backoff. A
 // pub/sub subscription that was interrupted is reported with Handler.Gap
 // once it is confirmed again; streams resume from the last id seen.
+//
+// With a Redis Cluster (several URLs) the classic SUBSCRIBE connection
+// is joined by one SSUBSCRIBE connection and one XREAD connection per
+// hash slot in use, on the slot's master (see redis_cluster.go).
 type Redis struct {
-	opts   RedisOptions
-	h      Handler
-	log    *zap.Logger
-	client *redis.Client
+	opts RedisOptions
+	h    Handler
+	log  *zap.Logger
+	// uc runs the commands of Subscribe, Publish and History: client, or
+	// cluster with a Redis Cluster (then client is nil).
+	uc      redis.UniversalClient
+	client  *redis.Client
+	cluster *redis.ClusterClient
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -107,11 +116,13 @@ type Redis struct {
 	mu     sync.RWMutex
 	chans  map[string]*redisChan // by channel name
 	closed bool
-	// the current pub/sub session, nil between sessions
-	ps           *redis.PubSub
-	psKeys       map[string]bool // channels SUBSCRIBEd on ps
-	psLive       map[string]bool // channels whose SUBSCRIBE ps confirmed
-	unsubPending map[string]int  // UNSUBSCRIBEs sent on ps, not yet answered
+	// the classic pub/sub link (SUBSCRIBE)
+	link *psLink
+	// Redis Cluster only: the channels in use by hash slot, the sharded
+	// pub/sub link (SSUBSCRIBE) and the stream reader of each slot in use
+	bySlot      map[int]map[string]*redisChan
+	slotLinks   map[int]*psLink
+	slotReaders map[int]*slotReader
 	// the stream reader
 	streamGen      uint64 // bumped on each change of the channel set
 	readerGen      uint64 // streamGen of the reader's current XREAD
@@ -131,13 +142,17 @@ type Redis struct {
 type redisChan struct {
 	name  string
 	key   string
-	ready chan struct{} // closed when the pub/sub subscription is confirmed
+	ready chan struct{} // closed when the pub/sub subscriptions are confirmed
+
+	slot int // hash slot of key (Redis Cluster)
 
 	mu sync.Mutex // serialises the channel's deliveries; guards below
 	// pub/sub
-	psReady bool
-	epoch   string
-	seq     uint64
+	psReady  bool // the SUBSCRIBE was confirmed
+	spsReady bool // the SSUBSCRIBE was confirmed (always true without a cluster)
+	live     bool // ready is closed: messages are delivered
+	epoch    string
+	seq      uint64
 	// stream
 	lastID   string // last stream id read ("0-0": none)
 	noStream bool   // the key holds something else than a stream
@@ -158,7 +173,16 @@ func NewRedis(opts RedisOptions, h Handler, logger *zap.Logger) (*Redis, error) 
 	if logger == nil {
 		logger = zap.NewNop()
 	}
-	client, err := newClient(opts.URLs)
+	var (
+		client  *redis.Client
+		cluster *redis.ClusterClient
+		err     error
+	)
+	if len(opts.URLs) > 1 {
+		cluster, err = newClusterClient(opts.URLs)
+	} else {
+		client, err = newClient(opts.URLs)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -168,6 +192,7 @@ func NewRedis(opts RedisOptions, h Handler, logger *zap.Logger) (*Redis, error) 
 		h:          h,
 		log:        logger,
 		client:     client,
+		cluster:    cluster,
 		ctx:        ctx,
 		cancel:     cancel,
 		psWake:     make(chan struct{}, 1),
@@ -176,11 +201,25 @@ func NewRedis(opts RedisOptions, h Handler, logger *zap.Logger) (*Redis, error) 
 		chans:      make(map[string]*redisChan),
 		upOnce:     make(chan struct{}),
 	}
+	if cluster != nil {
+		r.uc = cluster
+		r.bySlot = make(map[int]map[string]*redisChan)
+		r.slotLinks = make(map[int]*psLink)
+		r.slotReaders = make(map[int]*slotReader)
+	} else {
+		r.uc = client
+	}
+	r.link = &psLink{ctx: ctx, cancel: cancel, wake: r.psWake}
 	r.wg.Add(4)
-	go r.runPubSub()
-	go r.runPubSubWriter()
-	go r.runStreams()
-	go r.runKicker()
+	go r.runPubSub(r.link)
+	go r.runPubSubWriter(r.link)
+	if cluster != nil {
+		go r.runClusterHealth()
+		go r.runClusterKicker()
+	} else {
+		go r.runStreams()
+		go r.runKicker()
+	}
 
 	t := time.NewTimer(opts.Timeout)
 	defer t.Stop()
@@ -194,15 +233,8 @@ func NewRedis(opts RedisOptions, h Handler, logger *zap.Logger) (*Redis, error) 
 }
 
 func newClient(urls []string) (*redis.Client, error) {
-	switch len(urls) {
-	case 0:
+	if len(urls) == 0 {
 		return nil, errors.New("no redis url")
-	case 1:
-	default:
-		// TODO(cluster): several URLs are the nodes of a Redis Cluster:
-		// ClusterClient, SSUBSCRIBE per shard plus SUBSCRIBE, one XREAD
-		// per master (keys hash to different slots).
-		return nil, errors.New("redis cluster (several redis urls) is not supported yet")
 	}
 	u, err := url.Parse(urls[0])
 	if err != nil {
@@ -272,8 +304,13 @@ func (r *Redis) Subscribe(ctx context.Context, channel string) (string, error) {
 	defer cancel()
 	key := r.key(channel)
 	c := &redisChan{name: channel, key: key, ready: make(chan struct{}), lastID: "0-0"}
+	if r.cluster == nil {
+		c.spsReady = true
+	} else {
+		c.slot = keySlot(key)
+	}
 	last := ""
-	info, err := r.client.XInfoStream(ctx, key).Result()
+	info, err := r.uc.XInfoStream(ctx, key).Result()
 	switch {
 	case err == nil:
 		last = info.LastGeneratedID
@@ -298,17 +335,33 @@ func (r *Redis) Subscribe(ctx context.Context, channel string) (string, error) {
 		return r.awaitReady(ctx, old, channel)
 	}
 	r.chans[channel] = c
-	if r.psLive[channel] {
-		// the previous subscription of this name is still live on the
-		// connection (its UNSUBSCRIBE was not sent yet): take it over
+	// a previous subscription of this name still live on a connection
+	// (its UNSUBSCRIBE was not sent yet) is taken over
+	if r.link.live[channel] {
 		c.psReady = true
+	}
+	var sl *psLink
+	var sr *slotReader
+	if r.cluster != nil {
+		sl, sr = r.addToSlotLocked(c)
+		if sl.live[channel] {
+			c.spsReady = true
+		}
+	}
+	if c.psReady && c.spsReady {
+		c.live = true
 		c.epoch = NewEpoch()
 		close(c.ready)
 	}
 	r.streamGen++
 	r.mu.Unlock()
 	signal(r.psWake)
-	signal(r.streamWake)
+	if sl != nil {
+		signal(sl.wake)
+		signal(sr.wake)
+	} else {
+		signal(r.streamWake)
+	}
 	signal(r.kick)
 
 	if _, err := r.awaitReady(ctx, c, channel); err != nil {
@@ -325,8 +378,8 @@ func (r *Redis) Subscribe(ctx context.Context, channel string) (string, error) {
 }
 
 // Client is the broker's Redis client, for other users of the same
-// server (tickets).
-func (r *Redis) Client() redis.UniversalClient { return r.client }
+// server (tickets): a ClusterClient with a Redis Cluster.
+func (r *Redis) Client() redis.UniversalClient { return r.uc }
 
 func (r *Redis) awaitReady(ctx context.Context, c *redisChan, channel string) (string, error) {
 	select {
@@ -364,9 +417,20 @@ func (r *Redis) remove(channel string, c *redisChan) {
 	}
 	delete(r.chans, channel)
 	r.streamGen++
+	var sl *psLink
+	var sr *slotReader
+	if r.cluster != nil {
+		sl, sr = r.removeFromSlotLocked(c)
+	}
 	r.mu.Unlock()
 	c.gone.Store(true)
 	signal(r.psWake)
+	if sl != nil {
+		signal(sl.wake)
+	}
+	if sr != nil {
+		signal(sr.wake)
+	}
 	signal(r.kick)
 }
 
@@ -412,7 +476,7 @@ func (r *Redis) xadd(ctx context.Context, channel, event string, data []byte) (s
 	if event != "" {
 		values = append(values, "event", event)
 	}
-	pipe := r.client.Pipeline()
+	pipe := r.uc.Pipeline()
 	add := pipe.XAdd(ctx, &redis.XAddArgs{
 		Stream: key,
 		MaxLen: r.opts.StreamMaxLen,
@@ -458,7 +522,7 @@ func (r *Redis) History(ctx context.Context, channel, afterID string, limit int)
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
 	key := r.key(channel)
-	pipe := r.client.TxPipeline()
+	pipe := r.uc.TxPipeline()
 	rng := pipe.XRangeN(ctx, key, "("+afterID, "+", int64(limit))
 	inf := pipe.XInfoStream(ctx, key)
 	_, _ = pipe.Exec(ctx)
@@ -535,18 +599,23 @@ func (r *Redis) Close() error {
 		r.hmu.Unlock()
 		r.mu.Lock()
 		r.closed = true
-		ps := r.ps
+		pss := []*redis.PubSub{r.link.ps}
+		for _, l := range r.slotLinks {
+			pss = append(pss, l.ps)
+		}
 		chans := r.chans
 		r.chans = make(map[string]*redisChan)
 		r.mu.Unlock()
 		for _, c := range chans {
 			c.gone.Store(true)
 		}
-		if ps != nil {
-			_ = ps.Close()
+		for _, ps := range pss {
+			if ps != nil {
+				_ = ps.Close()
+			}
 		}
 		// closes every connection, the reader's blocked XREAD included
-		err = r.client.Close()
+		err = r.uc.Close()
 		done := make(chan struct{})
 		go func() {
 			r.wg.Wait()

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 )
 
 // Pub/sub runs in sessions: one session is one go-redis PubSub. The
@@ -23,65 +24,128 @@ import (
 // the new subscription. The writer never SUBSCRIBEs a channel twice in a
 // session, so a repeated confirmation is always a resubscription.
 
-func (r *Redis) runPubSub() {
+// psLink is one pub/sub connection and its sessions: the classic link
+// (SUBSCRIBE, every channel in use), or with a Redis Cluster the sharded
+// link of one hash slot (SSUBSCRIBE, the slot's channels in use, on the
+// master owning the slot: go-redis routes the connection by the slot of
+// its channels, on reconnect too).
+type psLink struct {
+	sharded bool
+	slot    int
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wake    chan struct{} // reconcile the subscriptions
+
+	// guarded by Redis.mu
+	dead bool // retired (a sharded link whose slot has no channel left)
+	// the current session, nil between sessions
+	ps           *redis.PubSub
+	keys         map[string]bool // channels SUBSCRIBEd on ps
+	live         map[string]bool // channels whose SUBSCRIBE ps confirmed
+	unsubPending map[string]int  // UNSUBSCRIBEs sent on ps, not yet answered
+}
+
+// errIdle ends the session of a link or reader that has nothing to do.
+var errIdle = errors.New("no channel left")
+
+func (r *Redis) runPubSub(l *psLink) {
 	defer r.wg.Done()
 	attempt := 0
 	for {
-		err := r.pubsubSession(&attempt)
-		if r.ctx.Err() != nil {
+		err := r.pubsubSession(l, &attempt)
+		if l.ctx.Err() != nil {
 			return
 		}
-		r.setHealth(partPubSub, false, err)
-		if !sleepCtx(r.ctx, backoff(attempt)) {
+		if l.sharded {
+			if err != errIdle {
+				r.log.Warn("redis sharded pub/sub connection", zap.Int("slot", l.slot), zap.Error(err))
+			}
+			r.cluster.ReloadState(l.ctx)
+		} else {
+			r.setHealth(partPubSub, false, err)
+		}
+		if !sleepCtx(l.ctx, backoff(attempt)) {
 			return
 		}
 		attempt++
 	}
 }
 
-func (r *Redis) pubsubSession(attempt *int) error {
-	ps := r.client.Subscribe(r.ctx) // connects on first use
+func (r *Redis) pubsubSession(l *psLink, attempt *int) error {
+	var ps *redis.PubSub
+	if l.sharded {
+		ps = r.cluster.SSubscribe(l.ctx) // connects on the first SSUBSCRIBE
+	} else {
+		ps = r.uc.Subscribe(l.ctx) // connects on first use
+	}
 	r.mu.Lock()
-	if r.closed {
+	if r.closed || l.dead {
 		r.mu.Unlock()
 		_ = ps.Close()
 		return errors.New("closed")
 	}
-	r.ps = ps
-	r.psKeys = make(map[string]bool)
-	r.psLive = make(map[string]bool)
-	r.unsubPending = make(map[string]int)
+	l.ps = ps
+	l.keys = make(map[string]bool)
+	l.live = make(map[string]bool)
+	l.unsubPending = make(map[string]int)
+	var first []string
+	if l.sharded {
+		// the first SSUBSCRIBE routes the connection to the slot's master
+		for name := range r.bySlot[l.slot] {
+			l.keys[name] = true
+			first = append(first, r.key(name))
+		}
+		if len(first) == 0 {
+			r.retireLinkLocked(l)
+		}
+	}
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
-		if r.ps == ps {
-			r.ps, r.psKeys, r.psLive, r.unsubPending = nil, nil, nil, nil
+		if l.ps == ps {
+			l.ps, l.keys, l.live, l.unsubPending = nil, nil, nil, nil
 		}
 		r.mu.Unlock()
 		_ = ps.Close()
 	}()
 
-	ctx, cancel := context.WithTimeout(r.ctx, r.opts.Timeout)
-	err := ps.Ping(ctx) // connects; the PONG marks the session healthy
-	cancel()
-	if err != nil {
-		return err
+	if l.sharded {
+		if len(first) == 0 {
+			return errIdle
+		}
+		for len(first) > 0 {
+			n := min(len(first), subscribeBatch)
+			ctx, cancel := context.WithTimeout(l.ctx, r.opts.Timeout)
+			err := ps.SSubscribe(ctx, first[:n]...)
+			cancel()
+			if err != nil {
+				return err
+			}
+			first = first[n:]
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(l.ctx, r.opts.Timeout)
+		err := ps.Ping(ctx) // connects; the PONG marks the session healthy
+		cancel()
+		if err != nil {
+			return err
+		}
 	}
-	signal(r.psWake)
+	signal(l.wake)
 
 	up := false
 	pinged := false
 	for {
-		msg, err := ps.ReceiveTimeout(r.ctx, r.opts.HealthCheck)
+		msg, err := ps.ReceiveTimeout(l.ctx, r.opts.HealthCheck)
 		if err != nil {
-			if !isTimeout(err) || r.ctx.Err() != nil {
+			if !isTimeout(err) || l.ctx.Err() != nil {
 				return err
 			}
 			if pinged {
 				return errors.New("pub/sub connection: no answer to ping")
 			}
 			pinged = true
-			ctx, cancel := context.WithTimeout(r.ctx, r.opts.Timeout)
+			ctx, cancel := context.WithTimeout(l.ctx, r.opts.Timeout)
 			err = ps.Ping(ctx)
 			cancel()
 			if err != nil {
@@ -93,65 +157,89 @@ func (r *Redis) pubsubSession(attempt *int) error {
 		if !up {
 			up = true
 			*attempt = 0
-			r.setHealth(partPubSub, true, nil)
+			if !l.sharded {
+				r.setHealth(partPubSub, true, nil)
+			}
 		}
 		switch m := msg.(type) {
 		case *redis.Message:
 			r.onMessage(m)
 		case *redis.Subscription:
-			r.onSubscription(ps, m)
+			if err := r.onSubscription(l, ps, m); err != nil {
+				return err
+			}
 		}
 	}
 }
 
-func (r *Redis) onSubscription(ps *redis.PubSub, s *redis.Subscription) {
+func (r *Redis) onSubscription(l *psLink, ps *redis.PubSub, s *redis.Subscription) error {
 	name, ok := r.channelOf(s.Channel)
 	if !ok {
-		return
+		return nil
 	}
 	r.mu.Lock()
-	if r.ps != ps {
+	if l.ps != ps {
 		r.mu.Unlock()
-		return
+		return nil
 	}
 	switch s.Kind {
-	case "unsubscribe":
-		if n := r.unsubPending[name]; n > 1 {
-			r.unsubPending[name] = n - 1
-		} else {
-			delete(r.unsubPending, name)
+	case "unsubscribe", "sunsubscribe":
+		if n := l.unsubPending[name]; n > 1 {
+			l.unsubPending[name] = n - 1
+		} else if n == 1 {
+			delete(l.unsubPending, name)
+		} else if l.sharded && l.keys[name] {
+			// not asked for: the slot moved to another master (Redis
+			// drops the sharded subscriptions of a slot it loses); a new
+			// session subscribes where the slot is now
+			r.mu.Unlock()
+			return errors.New("sharded subscription of " + name + " dropped by redis (slot moved)")
 		}
 		r.mu.Unlock()
-		return
-	case "subscribe":
+		return nil
+	case "subscribe", "ssubscribe":
 	default:
 		r.mu.Unlock()
-		return
+		return nil
 	}
-	if r.unsubPending[name] > 0 {
+	if l.unsubPending[name] > 0 {
 		// answers a SUBSCRIBE sent before an UNSUBSCRIBE still on its way
 		r.mu.Unlock()
-		return
+		return nil
 	}
-	r.psLive[name] = true
+	l.live[name] = true
 	c := r.chans[name]
 	r.mu.Unlock()
 	if c == nil {
-		return
+		return nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gone.Load() {
-		return
+		return nil
+	}
+	var was bool
+	if l.sharded {
+		was, c.spsReady = c.spsReady, true
+	} else {
+		was, c.psReady = c.psReady, true
+	}
+	if !was {
+		if !c.live && c.psReady && c.spsReady {
+			c.live = true
+			c.epoch = NewEpoch()
+			c.seq = 0
+			close(c.ready)
+		}
+		return nil
+	}
+	if !c.live {
+		return nil // nothing delivered yet
 	}
 	c.epoch = NewEpoch()
 	c.seq = 0
-	if !c.psReady {
-		c.psReady = true
-		close(c.ready)
-		return
-	}
 	r.h.Gap(name, "gap", FormatNodeID(c.epoch, 0))
+	return nil
 }
 
 func (r *Redis) onMessage(pm *redis.Message) {
@@ -168,7 +256,7 @@ func (r *Redis) onMessage(pm *redis.Message) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gone.Load() || !c.psReady {
+	if c.gone.Load() || !c.live {
 		return
 	}
 	c.seq++
@@ -183,53 +271,65 @@ func (r *Redis) onMessage(pm *redis.Message) {
 
 // runPubSubWriter sends the SUBSCRIBEs and UNSUBSCRIBEs that make the
 // session's subscriptions match the channels in use.
-func (r *Redis) runPubSubWriter() {
+func (r *Redis) runPubSubWriter(l *psLink) {
 	defer r.wg.Done()
 	for {
 		select {
-		case <-r.ctx.Done():
+		case <-l.ctx.Done():
 			return
-		case <-r.psWake:
+		case <-l.wake:
 		}
-		r.reconcile()
+		r.reconcile(l)
 	}
 }
 
-func (r *Redis) reconcile() {
+func (r *Redis) reconcile(l *psLink) {
 	r.mu.Lock()
-	ps := r.ps
+	ps := l.ps
 	if ps == nil {
 		r.mu.Unlock()
 		return
 	}
-	var subs, unsubs []string
-	for name := range r.psKeys {
-		if r.chans[name] == nil {
-			unsubs = append(unsubs, r.key(name))
-			delete(r.psKeys, name)
-			delete(r.psLive, name)
-			r.unsubPending[name]++
+	inUse := r.chans
+	if l.sharded {
+		inUse = r.bySlot[l.slot]
+		if len(inUse) == 0 && r.retireLinkLocked(l) {
+			r.mu.Unlock()
+			return
 		}
 	}
-	for name := range r.chans {
-		if !r.psKeys[name] {
+	var subs, unsubs []string
+	for name := range l.keys {
+		if inUse[name] == nil {
+			unsubs = append(unsubs, r.key(name))
+			delete(l.keys, name)
+			delete(l.live, name)
+			l.unsubPending[name]++
+		}
+	}
+	for name := range inUse {
+		if !l.keys[name] {
 			subs = append(subs, r.key(name))
-			r.psKeys[name] = true
+			l.keys[name] = true
 		}
 	}
 	r.mu.Unlock()
+	unsubscribe, subscribe := ps.Unsubscribe, ps.Subscribe
+	if l.sharded {
+		unsubscribe, subscribe = ps.SUnsubscribe, ps.SSubscribe
+	}
 	// errors are the reader's business: it sees the broken connection
 	for len(unsubs) > 0 {
 		n := min(len(unsubs), subscribeBatch)
-		ctx, cancel := context.WithTimeout(r.ctx, r.opts.Timeout)
-		_ = ps.Unsubscribe(ctx, unsubs[:n]...)
+		ctx, cancel := context.WithTimeout(l.ctx, r.opts.Timeout)
+		_ = unsubscribe(ctx, unsubs[:n]...)
 		cancel()
 		unsubs = unsubs[n:]
 	}
 	for len(subs) > 0 {
 		n := min(len(subs), subscribeBatch)
-		ctx, cancel := context.WithTimeout(r.ctx, r.opts.Timeout)
-		_ = ps.Subscribe(ctx, subs[:n]...)
+		ctx, cancel := context.WithTimeout(l.ctx, r.opts.Timeout)
+		_ = subscribe(ctx, subs[:n]...)
 		cancel()
 		subs = subs[n:]
 	}

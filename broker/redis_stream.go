@@ -56,7 +56,13 @@ func (r *Redis) streamSession(attempt *int, first bool) error {
 	*attempt = 0
 	r.setHealth(partStream, true, nil)
 	if !first {
-		if err := r.checkLost(conn); err != nil {
+		r.mu.RLock()
+		chans := make([]*redisChan, 0, len(r.chans))
+		for _, c := range r.chans {
+			chans = append(chans, c)
+		}
+		r.mu.RUnlock()
+		if err := r.checkLost(conn, chans); err != nil {
 			return err
 		}
 	}
@@ -176,13 +182,7 @@ func (r *Redis) deliverStream(c *redisChan, xs []redis.XMessage, now time.Time) 
 // checkLost runs after a reconnect: a stream that lost entries after the
 // last id read (trimmed meanwhile, or gone with a restarted server) gets
 // Handler.Gap before the reader catches up with what remains.
-func (r *Redis) checkLost(conn *redis.Conn) error {
-	r.mu.RLock()
-	chans := make([]*redisChan, 0, len(r.chans))
-	for _, c := range r.chans {
-		chans = append(chans, c)
-	}
-	r.mu.RUnlock()
+func (r *Redis) checkLost(conn *redis.Conn, chans []*redisChan) error {
 	for _, c := range chans {
 		c.mu.Lock()
 		last, skip := c.lastID, c.noStream || c.gone.Load()
@@ -222,7 +222,7 @@ func (r *Redis) dropNonStreams(keys []string) bool {
 	found := false
 	for _, key := range keys {
 		ctx, cancel := context.WithTimeout(r.ctx, r.opts.Timeout)
-		typ, err := r.client.Type(ctx, key).Result()
+		typ, err := r.uc.Type(ctx, key).Result()
 		cancel()
 		if err != nil || typ == "stream" || typ == "none" {
 			continue

@@ -609,7 +609,10 @@ func TestNewRedisBadConfig(t *testing.T) {
 		{"none", nil},
 		{"bad scheme", []string{"http://localhost:6379"}},
 		{"bad url", []string{"redis://[::1"}},
-		{"cluster", []string{"redis://a:1", "redis://b:2"}},
+		{"cluster with sentinel", []string{"redis://a:1", "redis://b:2?master_name=m"}},
+		{"cluster mixed tls", []string{"redis://a:1", "rediss://b:2"}},
+		{"cluster db", []string{"redis://a:1/2", "redis://b:2"}},
+		{"cluster bad url", []string{"redis://a:1", "http://b:2"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

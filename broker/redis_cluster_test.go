@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,40 +23,9 @@ type testCluster struct {
 
 func startCluster(t *testing.T) *testCluster {
 	t.Helper()
-	if _, err := exec.LookPath("redis-cli"); err != nil {
-		t.Fatal("redis-cli not found")
-	}
-	tc := &testCluster{}
-	var addrs []string
-	for i := 0; i < 3; i++ {
-		conf := filepath.Join(t.TempDir(), "nodes.conf")
-		s := testredis.Start(t, "--cluster-enabled", "yes", "--cluster-config-file", conf, "--cluster-node-timeout", "2000")
-		tc.srvs = append(tc.srvs, s)
-		tc.urls = append(tc.urls, s.URL())
-		addrs = append(addrs, s.Addr())
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	args := append([]string{"--cluster", "create"}, addrs...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
-	}
-	// bounded poll until every node agrees that the cluster is up
-	deadline := time.Now().Add(20 * time.Second)
-	for _, s := range tc.srvs {
-		for {
-			v, err := s.Do("CLUSTER", "INFO")
-			if err == nil && strings.Contains(fmt.Sprint(v), "cluster_state:ok") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cluster not ok on %s: %v %v", s.Addr(), v, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	tc.backend = redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	c := testredis.StartCluster(t, 3)
+	tc := &testCluster{srvs: c.Servers, urls: c.URLs()}
+	tc.backend = redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
 	t.Cleanup(func() { _ = tc.backend.Close() })
 	return tc
 }

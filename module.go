@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddy-realtime/realtime/auth"
@@ -100,6 +101,9 @@ type Handler struct {
 	// so that a reload or stop returns promptly.
 	ctx    context.Context
 	cancel context.CancelFunc
+	// streams counts the SSE streams that left their request, so that
+	// Cleanup can let them send their last retry hint
+	streams *sync.WaitGroup
 }
 
 // TicketConfig configures tickets: short-lived credentials a browser
@@ -218,6 +222,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("origins: %w", err)
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.streams = new(sync.WaitGroup)
+	// streams end as soon as the server starts shutting down (reload,
+	// stop), not only at Cleanup, which comes after the server's
+	// shutdown has waited for every request in flight
+	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
+		srv.RegisterOnShutdown(h.cancel)
+	}
 	// the hub needs its broker; tickets stored in Redis need the client
 	if h.Hub || len(h.Redis) > 0 {
 		if h.state, h.stateKey, err = h.loadState(); err != nil {
@@ -265,6 +276,17 @@ func (h *Handler) Validate() error {
 func (h *Handler) Cleanup() error {
 	if h.cancel != nil {
 		h.cancel()
+		// bounded: a stream stuck writing to a dead client does not hold
+		// up a reload
+		done := make(chan struct{})
+		go func() {
+			h.streams.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		}
 	}
 	if h.state != nil {
 		_, err := states.Delete(h.stateKey)

@@ -307,7 +307,9 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 			log := h.logger
 			opts.Detach = func(serve func() error) {
 				detached = true
+				h.streams.Add(1)
 				go func() {
+					defer h.streams.Done()
 					err := serve()
 					metrics.connSSE.Dec()
 					h.state.hub.Unsubscribe(sub)

@@ -109,7 +109,11 @@ func (s *state) untrackConn(c *websocket.Conn) {
 func (s *state) Destruct() error {
 	s.hub.Close()
 	s.connMu.Lock()
+	closeMsg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down")
+	deadline := time.Now().Add(time.Second)
 	for c := range s.conns {
+		// WriteControl may run alongside the connection's writer
+		_ = c.WriteControl(websocket.CloseMessage, closeMsg, deadline)
 		_ = c.Close()
 	}
 	s.connMu.Unlock()

@@ -478,3 +478,109 @@ func waitGoroutines(t *testing.T, c *harness.Caddy, max int) {
 	}
 	t.Fatalf("goroutines: %d, want at most %d", c.Goroutines(t), max)
 }
+
+// TestStopWithOpenStreams: `caddy stop` (SIGTERM) with open hub SSE,
+// WebSocket and long-poll clients returns promptly; SSE clients get a
+// retry hint, WebSocket clients a close frame.
+func TestStopWithOpenStreams(t *testing.T) {
+	c := startOps(t, "", "30s", "")
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 500}}
+	defer client.CloseIdleConnections()
+	var bodies []*bufio.Reader
+	for i := 0; i < 200; i++ {
+		resp, br := openSSE(t, client, c.URL("/hub?channel=s"))
+		defer resp.Body.Close()
+		bodies = append(bodies, br)
+	}
+	conn, _, err := websocket.DefaultDialer.Dial(harness.WSURL(c.URL("/hub?channel=s")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, _, err := conn.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	poll := make(chan int, 1)
+	go func() {
+		resp, err := harness.HTTP1Client().Get(c.URL("/hub?channel=s"))
+		if err != nil {
+			poll <- 0
+			return
+		}
+		resp.Body.Close()
+		poll <- resp.StatusCode
+	}()
+
+	start := time.Now()
+	c.Stop()
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("stop with open streams took %v", took)
+	}
+	select {
+	case <-c.Exited():
+	default:
+		t.Fatal("caddy still running after Stop")
+	}
+	for i, br := range bodies {
+		sawRetry := false
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				break
+			}
+			sawRetry = sawRetry || strings.HasPrefix(line, "retry:")
+		}
+		if !sawRetry {
+			t.Fatalf("SSE stream %d ended without a retry hint", i)
+		}
+	}
+	for {
+		if _, _, err := conn.ReadMessage(); err != nil {
+			if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != websocket.CloseGoingAway {
+				t.Fatalf("websocket ended with %v, want 1001", err)
+			}
+			break
+		}
+	}
+	select {
+	case code := <-poll:
+		if code != 0 && code != 200 {
+			t.Fatalf("waiting long-poll answered %d", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("long-poll still waiting after stop")
+	}
+}
+
+// TestWebSocketFrameRate: a client flooding frames is closed with 1008.
+func TestWebSocketFrameRate(t *testing.T) {
+	c := startOps(t, "", "30s", "")
+	conn, _, err := websocket.DefaultDialer.Dial(harness.WSURL(c.URL("/hub?channel=a")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := conn.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for i := 0; i < 200; i++ {
+			if conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`)) != nil {
+				return
+			}
+		}
+	}()
+	for {
+		_, _, err := conn.ReadMessage()
+		if err == nil {
+			continue
+		}
+		ce, ok := err.(*websocket.CloseError)
+		if !ok || ce.Code != websocket.ClosePolicyViolation || !strings.Contains(ce.Text, "too many frames") {
+			t.Fatalf("closed with %v, want 1008 too many frames", err)
+		}
+		return
+	}
+}

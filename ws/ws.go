@@ -247,6 +247,7 @@ func (c *connection) writeLoop(ctx context.Context, ss *hub.Session) error {
 			c.closeMu.Unlock()
 			if msg != nil {
 				_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(writeWait))
+				lingerClose(conn)
 			}
 			return nil
 		case rep := <-c.replies:
@@ -350,6 +351,15 @@ func (c *connection) readLoop(ctx context.Context) {
 	}
 }
 
+// lingerClose reads (bounded) what the peer still sends after we closed
+// with a reason, until it closes too: closing the socket with unread
+// bytes would reset the connection and lose our close frame.
+func lingerClose(conn *websocket.Conn) {
+	nc := conn.NetConn()
+	_ = nc.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(nc, 1<<20))
+}
+
 // limited logs and counts a connection closed for a limit.
 func (c *connection) limited(what string) {
 	c.opts.Logger.Info("closing websocket: over limit", zap.String("limit", what))
@@ -393,14 +403,13 @@ func (c *connection) handle(ctx context.Context, data []byte) {
 	}
 }
 
-// reply queues a control frame for the writer; a client that floods
-// requests faster than it reads replies is closed.
+// reply queues a control frame for the writer.
 func (c *connection) reply(v control) {
+	// waiting here holds back reading the client's next frames: a client
+	// that sends faster than it reads replies is slowed down by TCP, and
+	// one that sends too fast is closed by the frame rate limit
 	select {
 	case c.replies <- &v:
 	case <-c.closed:
-	default:
-		c.closeWith(websocket.ClosePolicyViolation, "too many requests without reading replies")
-		_ = c.conn.Close()
 	}
 }

@@ -24,6 +24,10 @@ var metrics = struct {
 	resets           *prometheus.CounterVec
 	refusals         *prometheus.CounterVec
 	redisUp          prometheus.Gauge
+	redisReconnects  prometheus.Counter
+	resumes          *prometheus.CounterVec
+	resumeCache      prometheus.Counter
+	resumeRedis      prometheus.Counter
 	deliveredSSE     prometheus.Counter
 	deliveredWS      prometheus.Counter
 	deliveredPoll    prometheus.Counter
@@ -69,6 +73,16 @@ func initMetrics(reg *prometheus.Registry) error {
 			Namespace: ns, Name: "redis_up",
 			Help: "1 when Redis is reachable, 0 when not.",
 		})
+		m.redisReconnects = prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "redis_reconnects_total",
+			Help: "Times Redis became reachable again after being down.",
+		})
+		m.resumes = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "resumes_total",
+			Help: "Channels resumed from a client's id, by where the missed messages came from (cache, redis); ids that could not be placed are counted in resets_total.",
+		}, []string{"from"})
+		m.resumeCache = m.resumes.WithLabelValues("cache")
+		m.resumeRedis = m.resumes.WithLabelValues("redis")
 		m.deliveredSSE = m.deliveries.WithLabelValues("sse")
 		m.deliveredWS = m.deliveries.WithLabelValues("ws")
 		m.deliveredPoll = m.deliveries.WithLabelValues("longpoll")
@@ -88,6 +102,7 @@ func initMetrics(reg *prometheus.Registry) error {
 	for _, c := range []prometheus.Collector{
 		m.connections, m.received, m.deliveries, m.deliverySeconds,
 		m.slowDisconnects, m.resets, m.refusals, m.redisUp,
+		m.redisReconnects, m.resumes,
 	} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

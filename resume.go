@@ -164,6 +164,7 @@ func (st *state) missed(ctx context.Context, channel, id string) ([]*broker.Mess
 	}
 	switch {
 	case err == nil:
+		metrics.resumeCache.Inc()
 		return msgs, ""
 	case errors.Is(err, replay.ErrExpired):
 		return nil, "expired"
@@ -174,6 +175,7 @@ func (st *state) missed(ctx context.Context, channel, id string) ([]*broker.Mess
 	msgs, err = st.broker.History(ctx, channel, id, maxHistory)
 	switch {
 	case err == nil:
+		metrics.resumeRedis.Inc()
 		return msgs, ""
 	case errors.Is(err, broker.ErrTrimmed):
 		return nil, "expired"

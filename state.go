@@ -69,6 +69,7 @@ func newState(key stateKey, logger *zap.Logger) (*state, error) {
 		s.broker = broker.NewMemory(s.hub)
 		metrics.redisUp.Set(0)
 	} else {
+		wasDown := false // OnHealth calls come in order, one at a time
 		b, err := broker.NewRedis(broker.RedisOptions{
 			URLs:         key.Redis,
 			Prefix:       key.Prefix,
@@ -76,8 +77,12 @@ func newState(key stateKey, logger *zap.Logger) (*state, error) {
 			StreamTTL:    key.ReplayTTL,
 			OnHealth: func(up bool) {
 				if up {
+					if wasDown {
+						metrics.redisReconnects.Inc()
+					}
 					metrics.redisUp.Set(1)
 				} else {
+					wasDown = true
 					metrics.redisUp.Set(0)
 				}
 			},

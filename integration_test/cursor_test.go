@@ -171,6 +171,9 @@ func TestCursorResumePubSub(t *testing.T) {
 	// the query parameter alone works too (a new EventSource)
 	q := cursorSSE(t, c, "channel=news&last_event_id="+url.QueryEscape(evs[0].ID), nil)
 	cursorExpect(t, q, "two", "three", "four", "five", "live")
+	if !strings.Contains(c.Metrics(t), `realtime_resumes_total{from="cache"} 2`) {
+		t.Fatal("resumes from the cache not counted in realtime_resumes_total")
+	}
 }
 
 func TestCursorResumeStreamAcrossNodes(t *testing.T) {
@@ -197,6 +200,9 @@ func TestCursorResumeStreamAcrossNodes(t *testing.T) {
 	// node b never saw the channel: it reads what was missed from Redis
 	r := cursorSSE(t, b, "channel=orders", http.Header{"Last-Event-Id": {first.ID}})
 	got := cursorExpect(t, r, "missed 0", "missed 1", "missed 2")
+	if !strings.Contains(b.Metrics(t), `realtime_resumes_total{from="redis"} 1`) {
+		t.Fatal("resume from Redis not counted in realtime_resumes_total")
+	}
 	for i, ev := range got {
 		if ev.ID != ids[i] {
 			t.Fatalf("id %s on node b, stream id %s", ev.ID, ids[i])

@@ -276,8 +276,12 @@ func TestRedisOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	readUntil(t, br, "data: after", 5*time.Second)
-	if !strings.Contains(c.Metrics(t), `realtime_resets_total{reason="gap"}`) {
+	m := c.Metrics(t)
+	if !strings.Contains(m, `realtime_resets_total{reason="gap"}`) {
 		t.Fatal("gap reset not counted in realtime_resets_total")
+	}
+	if !strings.Contains(m, "realtime_redis_reconnects_total 1") {
+		t.Fatal("reconnect not counted in realtime_redis_reconnects_total")
 	}
 }
 

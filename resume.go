@@ -166,12 +166,14 @@ func (st *state) missed(ctx context.Context, channel, id string) ([]*broker.Mess
 	case err == nil:
 		metrics.resumeCache.Inc()
 		return msgs, ""
-	case errors.Is(err, replay.ErrExpired):
+	case errors.Is(err, replay.ErrExpired) && !broker.IsStreamID(id):
 		return nil, "expired"
 	case errors.Is(err, replay.ErrUnknownID):
 		return nil, "unknown-id"
 	}
-	// not in this node's cache: a stream-fed channel still has it in Redis
+	// not (or no longer) in this node's cache: a stream-fed channel may
+	// still have it in Redis, which keeps as many entries as its backend
+	// asked for
 	msgs, err = st.broker.History(ctx, channel, id, maxHistory)
 	switch {
 	case err == nil:

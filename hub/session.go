@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"github.com/caddy-realtime/realtime/broker"
 	"github.com/caddy-realtime/realtime/replay"
 )
 
@@ -23,13 +24,16 @@ type Session struct {
 	// queued live (they reached the node between the subscription and
 	// the replay read); emptied at the first live message not in it.
 	seen map[string]map[string]struct{}
+	// caughtUp[i] is set once a live stream-fed message after the
+	// client's position in channel i went out: later ones follow it.
+	caughtUp []bool
 }
 
 // NewSession builds the session of s, whose client is at positions
 // (one per channel of s, in order; an empty ID means "no position"),
 // with replayed envelopes to send first.
 func NewSession(s *Subscriber, positions []replay.Position, replayed []*Envelope) *Session {
-	ss := &Session{Sub: s, Replay: replayed, positions: positions}
+	ss := &Session{Sub: s, Replay: replayed, positions: positions, caughtUp: make([]bool, len(positions))}
 	for _, e := range replayed {
 		if ss.seen == nil {
 			ss.seen = make(map[string]map[string]struct{})
@@ -47,16 +51,18 @@ func NewSession(s *Subscriber, positions []replay.Position, replayed []*Envelope
 // Multi reports whether ids are per-subscriber cursors.
 func (ss *Session) Multi() bool { return len(ss.positions) > 1 }
 
-// Next drains the live queue into buf, dropping messages the replay
-// already sent.
+// Next drains the live queue into buf, dropping messages the client
+// already has: those the replay sent, and stream-fed ones at or before
+// its position (a node whose stream reader lags behind the node the
+// client resumes from delivers those live after the resume).
 func (ss *Session) Next(buf []*Envelope) []*Envelope {
 	start := len(buf)
 	buf = ss.Sub.Drain(buf)
-	if ss.seen == nil {
-		return buf
-	}
 	n := start
 	for _, e := range buf[start:] {
+		if ss.behind(e) {
+			continue
+		}
 		if set := ss.seen[e.Msg.Channel]; set != nil {
 			if _, dup := set[e.Msg.ID]; dup {
 				continue
@@ -71,6 +77,26 @@ func (ss *Session) Next(buf []*Envelope) []*Envelope {
 	}
 	clear(buf[n:])
 	return buf[:n]
+}
+
+// behind reports whether e is a stream-fed message at or before the
+// client's position in its channel.
+func (ss *Session) behind(e *Envelope) bool {
+	for i := range ss.positions {
+		p := &ss.positions[i]
+		if p.Channel != e.Msg.Channel {
+			continue
+		}
+		if ss.caughtUp[i] || !broker.IsStreamID(e.Msg.ID) {
+			return false
+		}
+		if broker.IsStreamID(p.ID) && broker.CompareStreamIDs(e.Msg.ID, p.ID) <= 0 {
+			return true
+		}
+		ss.caughtUp[i] = true
+		return false
+	}
+	return false
 }
 
 // Advance moves the client's position past e and returns the id the

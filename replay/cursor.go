@@ -73,7 +73,12 @@ func DecodeCursor(cursor string) ([]Position, error) {
 		}
 		return []Position{{ID: cursor}}, nil
 	}
-	buf, err := b64.DecodeString(cursor[len(cursorPrefix):])
+	body := cursor[len(cursorPrefix):]
+	// Go's base64 decoder skips CR and LF; a cursor must not carry them
+	if strings.ContainsAny(body, "\r\n") {
+		return nil, fmt.Errorf("%w: bad encoding", ErrBadCursor)
+	}
+	buf, err := b64.DecodeString(body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: bad encoding", ErrBadCursor)
 	}

@@ -269,66 +269,16 @@ func (r *Redis) slotStreamSession(sr *slotReader, attempt *int, first bool) erro
 		}
 	}
 
-	block := 2 * r.opts.HealthCheck
-	for {
-		select {
-		case <-sr.wake:
-		default:
-		}
-		keys, idle := r.snapshotSlot(sr)
-		if idle {
-			return errIdle
-		}
-		if len(keys) == 0 {
-			t := time.NewTimer(r.opts.HealthCheck)
-			select {
-			case <-sr.ctx.Done():
-				t.Stop()
-				return sr.ctx.Err()
-			case <-sr.wake:
-				t.Stop()
-				continue
-			case <-t.C:
-			}
-			ctx, cancel := context.WithTimeout(sr.ctx, r.opts.Timeout)
-			err := conn.Ping(ctx).Err()
-			cancel()
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		res, err := conn.XRead(sr.ctx, &redis.XReadArgs{Streams: keys, Count: streamCount, Block: block}).Result()
-		r.mu.Lock()
-		sr.blocking = false
-		r.mu.Unlock()
-		switch {
-		case errors.Is(err, redis.Nil):
-			continue // timed out, or CLIENT UNBLOCK
-		case err != nil:
-			if sr.ctx.Err() != nil {
-				return sr.ctx.Err()
-			}
-			var rerr redis.Error
-			if errors.As(err, &rerr) && r.dropNonStreams(keys[:len(keys)/2]) {
-				continue
-			}
-			return err // MOVED after a failover or resharding too
-		}
-		now := time.Now()
-		for _, s := range res {
-			name, ok := r.channelOf(s.Stream)
-			if !ok {
-				continue
-			}
-			r.mu.RLock()
-			c := r.chans[name]
-			r.mu.RUnlock()
-			if c != nil {
-				r.deliverStream(c, s.Messages, now)
-			}
-		}
-	}
+	return r.tail(conn, streamTail{
+		ctx:      sr.ctx,
+		wake:     sr.wake,
+		snapshot: func() ([]string, bool) { return r.snapshotSlot(sr) },
+		unblocked: func() {
+			r.mu.Lock()
+			sr.blocking = false
+			r.mu.Unlock()
+		},
+	})
 }
 
 // snapshotSlot is snapshot for the channels of one slot; idle means the

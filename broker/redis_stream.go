@@ -67,25 +67,58 @@ func (r *Redis) streamSession(attempt *int, first bool) error {
 		}
 	}
 
+	return r.tail(conn, streamTail{
+		ctx:  r.ctx,
+		wake: r.streamWake,
+		snapshot: func() ([]string, bool) {
+			return r.snapshot(), false
+		},
+		unblocked: func() {
+			r.mu.Lock()
+			r.readerBlocking = false
+			r.mu.Unlock()
+		},
+	})
+}
+
+// streamTail is what one blocking XREAD loop reads for: all the channels
+// of a single server, or the channels of one hash slot of a cluster.
+type streamTail struct {
+	ctx  context.Context
+	wake <-chan struct{} // the channel set changed
+	// snapshot returns the XREAD STREAMS arguments and records that the
+	// reader is about to block on them; idle ends the loop (errIdle).
+	snapshot func() (args []string, idle bool)
+	// unblocked records that the reader no longer blocks in XREAD.
+	unblocked func()
+}
+
+// tail reads the streams of t with blocking XREADs on conn, delivering
+// every entry, until t.ctx ends, the reader goes idle, or Redis fails.
+// An idle reader pings conn every HealthCheck to notice a dead server.
+func (r *Redis) tail(conn *redis.Conn, t streamTail) error {
 	block := 2 * r.opts.HealthCheck
 	for {
 		select {
-		case <-r.streamWake:
+		case <-t.wake:
 		default:
 		}
-		keys := r.snapshot()
+		keys, idle := t.snapshot()
+		if idle {
+			return errIdle
+		}
 		if len(keys) == 0 {
-			t := time.NewTimer(r.opts.HealthCheck)
+			timer := time.NewTimer(r.opts.HealthCheck)
 			select {
-			case <-r.ctx.Done():
-				t.Stop()
-				return r.ctx.Err()
-			case <-r.streamWake:
-				t.Stop()
+			case <-t.ctx.Done():
+				timer.Stop()
+				return t.ctx.Err()
+			case <-t.wake:
+				timer.Stop()
 				continue
-			case <-t.C:
+			case <-timer.C:
 			}
-			ctx, cancel := context.WithTimeout(r.ctx, r.opts.Timeout)
+			ctx, cancel := context.WithTimeout(t.ctx, r.opts.Timeout)
 			err := conn.Ping(ctx).Err()
 			cancel()
 			if err != nil {
@@ -93,26 +126,24 @@ func (r *Redis) streamSession(attempt *int, first bool) error {
 			}
 			continue
 		}
-		res, err := conn.XRead(r.ctx, &redis.XReadArgs{Streams: keys, Count: streamCount, Block: block}).Result()
-		r.mu.Lock()
-		r.readerBlocking = false
-		r.mu.Unlock()
+		res, err := conn.XRead(t.ctx, &redis.XReadArgs{Streams: keys, Count: streamCount, Block: block}).Result()
+		t.unblocked()
 		switch {
 		case errors.Is(err, redis.Nil):
 			continue // timed out, or CLIENT UNBLOCK
 		case err != nil:
-			if r.ctx.Err() != nil {
-				return r.ctx.Err()
+			if t.ctx.Err() != nil {
+				return t.ctx.Err()
 			}
 			var rerr redis.Error
 			if errors.As(err, &rerr) && r.dropNonStreams(keys[:len(keys)/2]) {
 				continue
 			}
-			return err
+			return err // in a cluster: MOVED after a failover or resharding too
 		}
 		now := time.Now()
-		for _, s := range res {
-			name, ok := r.channelOf(s.Stream)
+		for _, st := range res {
+			name, ok := r.channelOf(st.Stream)
 			if !ok {
 				continue
 			}
@@ -120,7 +151,7 @@ func (r *Redis) streamSession(attempt *int, first bool) error {
 			c := r.chans[name]
 			r.mu.RUnlock()
 			if c != nil {
-				r.deliverStream(c, s.Messages, now)
+				r.deliverStream(c, st.Messages, now)
 			}
 		}
 	}

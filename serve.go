@@ -295,7 +295,7 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 			Retry:          retryHint,
 			JSON:           r.URL.Query().Get("format") == "json",
 			Observer:       observer{},
-			Shutdown:       h.ctx.Done(),
+			Shutdown:       h.ctx,
 			ShutdownJitter: shutdownJitter,
 		}
 		if r.ProtoMajor == 1 && r.ProtoMinor >= 1 && r.Method == http.MethodGet {

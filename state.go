@@ -36,8 +36,9 @@ type state struct {
 	cache  *replay.Cache
 	logger *zap.Logger
 
-	connMu sync.Mutex
-	conns  map[*websocket.Conn]struct{}
+	connMu    sync.Mutex
+	conns     map[*websocket.Conn]struct{}
+	connsGone chan struct{} // closed when conns empties, if Destruct waits
 }
 
 func (h *Handler) loadState() (*state, string, error) {
@@ -106,19 +107,34 @@ func (s *state) trackConn(c *websocket.Conn) {
 func (s *state) untrackConn(c *websocket.Conn) {
 	s.connMu.Lock()
 	delete(s.conns, c)
+	if len(s.conns) == 0 && s.connsGone != nil {
+		close(s.connsGone)
+		s.connsGone = nil
+	}
 	s.connMu.Unlock()
 }
 
 // Destruct runs when no loaded config uses the state any more: it closes
 // every subscription and connection, then the broker.
 func (s *state) Destruct() error {
+	// closing the hub drops every subscriber: each WebSocket's writer
+	// then sends close 1001 and closes its connection; those that cannot
+	// within a second are closed here
 	s.hub.Close()
 	s.connMu.Lock()
-	closeMsg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down")
-	deadline := time.Now().Add(time.Second)
+	gone := make(chan struct{})
+	if len(s.conns) == 0 {
+		close(gone)
+	} else {
+		s.connsGone = gone
+	}
+	s.connMu.Unlock()
+	select {
+	case <-gone:
+	case <-time.After(time.Second):
+	}
+	s.connMu.Lock()
 	for c := range s.conns {
-		// WriteControl may run alongside the connection's writer
-		_ = c.WriteControl(websocket.CloseMessage, closeMsg, deadline)
 		_ = c.Close()
 	}
 	s.connMu.Unlock()

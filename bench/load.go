@@ -39,6 +39,7 @@ const (
 type target struct {
 	Kind       string // "hub" or "nchan"
 	Addr       string // 127.0.0.1:port
+	Admin      string // Caddy's admin address (hub only), for profiles
 	SubPath    string // "/hub" or "/sub"
 	PubPath    string // "/hub" or "/pub"
 	PublishKey string
@@ -673,6 +674,7 @@ type roundResult struct {
 	PubErr        string  `json:"publish_error,omitempty"`
 	PubLateMax    float64 `json:"publish_late_max_ms"`
 	CPUSeconds    float64 `json:"server_cpu_s"`
+	SysCPUSeconds float64 `json:"server_sys_cpu_s"` // the kernel-mode part of CPUSeconds
 	GenCPUSeconds float64 `json:"generator_cpu_s"`
 	RedisCPU      float64 `json:"redis_cpu_s,omitempty"`
 	OtherCPU      float64 `json:"other_processes_cpu_s"`
@@ -714,7 +716,7 @@ func (sw *swarm) runRound(ctx context.Context, rs roundSpec, drain time.Duration
 		pub = newHTTPPublisher(sw.tgt, sw.spec.Channel)
 	}
 	sys0, ours0 := systemBusy(), benchCPU()
-	cpu0, gen0, redis0 := cpuSeconds(sw.tgt.PID), selfCPU(), 0.0
+	cpu0, sys0cpu, gen0, redis0 := cpuSeconds(sw.tgt.PID), sysSeconds(sw.tgt.PID), selfCPU(), 0.0
 	if sw.tgt.RedisPID > 0 {
 		redis0 = cpuSeconds(sw.tgt.RedisPID)
 	}
@@ -740,7 +742,7 @@ func (sw *swarm) runRound(ctx context.Context, rs roundSpec, drain time.Duration
 	for time.Now().Before(deadline) && sw.received.Load() < expected && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
-	cpu1, gen1 := cpuSeconds(sw.tgt.PID), selfCPU()
+	cpu1, sys1cpu, gen1 := cpuSeconds(sw.tgt.PID), sysSeconds(sw.tgt.PID), selfCPU()
 	other := (systemBusy() - sys0) - (benchCPU() - ours0)
 	rssMax := rss.Stop()
 	redisCPU := 0.0
@@ -749,7 +751,7 @@ func (sw *swarm) runRound(ctx context.Context, rs roundSpec, drain time.Duration
 	}
 
 	r := &roundResult{Rate: rs.Rate, Messages: rs.M, Subscribers: len(sw.live), Expected: expected,
-		PubErrors: perrs, PubErr: perr, PubLateMax: ms(lateMax), CPUSeconds: cpu1 - cpu0, GenCPUSeconds: gen1 - gen0, RedisCPU: redisCPU, OtherCPU: max(0, other), RSSMax: rssMax,
+		PubErrors: perrs, PubErr: perr, PubLateMax: ms(lateMax), CPUSeconds: cpu1 - cpu0, SysCPUSeconds: sys1cpu - sys0cpu, GenCPUSeconds: gen1 - gen0, RedisCPU: redisCPU, OtherCPU: max(0, other), RSSMax: rssMax,
 		PublishSecond: pubDur.Seconds()}
 	all := make([]int32, 0, expected)
 	for _, s := range sw.live {

@@ -21,6 +21,8 @@
 //	BENCH_RESULTS=dir   where result files go (default bench/results)
 //	BENCH_NO_INSTALL=1  never apt-get install nginx/libnginx-mod-nchan
 //	BENCH_LOADS=...     replace the loads, e.g. "sse:1000:20,ws:500:5,longpoll:100:2"
+//	BENCH_PROFILE=1     save a CPU profile of each hub server while it publishes
+//	                    (results dir, <load>-<server>.pprof; costs the server a little CPU)
 //
 // Every run writes bench/results/<UTC timestamp>.txt (the printed tables)
 // and .json (every figure); `go run ./bench compare OLD.json NEW.json`
@@ -61,6 +63,7 @@ type config struct {
 	caddyBin   string
 	resultsDir string
 	root       string
+	profile    bool
 }
 
 func (c *config) want(part string) bool { return len(c.only) == 0 || c.only[part] }
@@ -318,6 +321,7 @@ func loadConfig() (*config, error) {
 		root = parent
 	}
 	cfg.root = root
+	cfg.profile = os.Getenv("BENCH_PROFILE") != "" && os.Getenv("BENCH_PROFILE") != "0"
 	cfg.resultsDir = os.Getenv("BENCH_RESULTS")
 	if cfg.resultsDir == "" {
 		cfg.resultsDir = filepath.Join(root, "bench", "results")
@@ -403,7 +407,7 @@ func (e *runEnv) startServer(ctx context.Context, sd serverDef, tag string) (*se
 	if err != nil {
 		return nil, fmt.Errorf("hub unavailable: %w", err)
 	}
-	t := target{Kind: "hub", Addr: fmt.Sprintf("127.0.0.1:%d", cs.port), SubPath: "/hub", PubPath: "/hub",
+	t := target{Kind: "hub", Addr: fmt.Sprintf("127.0.0.1:%d", cs.port), Admin: cs.admin, SubPath: "/hub", PubPath: "/hub",
 		PublishKey: "benchsecret", Prefix: "realtime:", PID: cs.cmd.Process.Pid}
 	if e.redis != nil {
 		t.RedisAddr = e.redis.addr
@@ -436,6 +440,10 @@ func (e *runEnv) runLoad(ctx context.Context, ld loadDef, sd serverDef) *row {
 	defer srv.stop()
 	time.Sleep(300 * time.Millisecond)
 	r.RSSIdle = rssBytes(srv.tgt.PID)
+	var stack0, heap0 float64
+	if e.cfg.profile && srv.tgt.Admin != "" {
+		stack0, heap0 = goMem(srv.tgt.Admin)
+	}
 	spec := loadSpec{N: ld.N, Transport: ld.Transport, Channel: fmt.Sprintf("bench-%d", runSeq),
 		ConnectRate: e.connectRate(ld.N), ConnectConc: 256}
 	t0 := time.Now()
@@ -458,15 +466,25 @@ func (e *runEnv) runLoad(ctx context.Context, ld loadDef, sd serverDef) *row {
 	time.Sleep(settle)
 	r.RSSConnected = rssBytes(srv.tgt.PID)
 	r.RSSPerSub = float64(r.RSSConnected-r.RSSIdle) / float64(r.Connected)
+	if e.cfg.profile && srv.tgt.Admin != "" {
+		stack1, heap1 := goMem(srv.tgt.Admin)
+		e.logf("  per subscriber: RSS %.1f KB, Go stacks %.1f KB, Go heap %.1f KB",
+			r.RSSPerSub/1024, (stack1-stack0)/1024/float64(r.Connected), (heap1-heap0)/1024/float64(r.Connected))
+	}
 	m := int(ld.Rate*e.cfg.secs + 0.5)
+	if e.cfg.profile && srv.tgt.Admin != "" {
+		name := strings.NewReplacer(" ", "", ",", "", "/", "-", "@", "at", "×", "x").Replace(ld.Label + "-" + sd.Name)
+		stop := e.profileCPU(ctx, srv.tgt.Admin, name, e.cfg.secs)
+		defer stop()
+	}
 	res, err := sw.runRound(ctx, roundSpec{M: m, Rate: ld.Rate, Pub: sd.Pub}, 5*time.Second)
 	if err != nil {
 		r.Unavailable = firstLine(err.Error())
 		return r
 	}
 	r.Round = res
-	e.logf("  %d msgs: p50 %.1fms p99 %.1fms max %.1fms lost %d dup %d cpu %.2fs rss %.0fMB pub-errors %d%s",
-		m, res.P50, res.P99, res.Max, res.Lost, res.Dup, res.CPUSeconds, float64(res.RSSMax)/1e6, res.PubErrors, errSuffix(res.PubErr))
+	e.logf("  %d msgs: p50 %.1fms p99 %.1fms max %.1fms lost %d dup %d cpu %.2fs (sys %.2fs) rss %.0fMB pub-errors %d%s",
+		m, res.P50, res.P99, res.Max, res.Lost, res.Dup, res.CPUSeconds, res.SysCPUSeconds, float64(res.RSSMax)/1e6, res.PubErrors, errSuffix(res.PubErr))
 	return r
 }
 

@@ -197,22 +197,39 @@ func cpuSeconds(pid int) float64 {
 func selfCPU() float64 { return procCPU("self") }
 
 func procCPU(pid string) float64 {
+	u, s := procCPUSplit(pid)
+	return u + s
+}
+
+// sysSeconds is the kernel-mode part of cpuSeconds: for these servers,
+// mostly the socket writes.
+func sysSeconds(pid int) float64 {
+	var total float64
+	for _, p := range procTree(pid) {
+		_, s := procCPUSplit(strconv.Itoa(p))
+		total += s
+	}
+	return total
+}
+
+// procCPUSplit is a process's user and system CPU seconds.
+func procCPUSplit(pid string) (user, sys float64) {
 	b, err := os.ReadFile("/proc/" + pid + "/stat")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0
+		return 0, 0
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// after ')': state(0) ppid(1) ... utime is field 14 overall, index 11 here
 	if len(f) <= 12 {
-		return 0
+		return 0, 0
 	}
 	u, _ := strconv.ParseFloat(f[11], 64)
 	s, _ := strconv.ParseFloat(f[12], 64)
-	return (u + s) / clkTck
+	return u / clkTck, s / clkTck
 }
 
 // rssBytes is the resident set size of pid's process tree.
@@ -309,6 +326,7 @@ func startRedis(ctx context.Context, dir string) (*redisServer, error) {
 type caddyServer struct {
 	cmd     *exec.Cmd
 	port    int
+	admin   string
 	logPath string
 }
 
@@ -347,7 +365,7 @@ func startCaddy(ctx context.Context, bin, dir, name, site string) (*caddyServer,
 	if err != nil {
 		return nil, err
 	}
-	s := &caddyServer{cmd: c, port: port, logPath: logPath}
+	s := &caddyServer{cmd: c, port: port, admin: fmt.Sprintf("127.0.0.1:%d", admin), logPath: logPath}
 	if err := waitPort(ctx, fmt.Sprintf("127.0.0.1:%d", port), c, 20*time.Second); err != nil {
 		stopProc(c, 2*time.Second)
 		return nil, fmt.Errorf("caddy %s: %w\n%s", name, err, tailFile(logPath, 15))

@@ -45,18 +45,19 @@ const chunkRoom = 10
 // chunkedOut writes a stream as the HTTP/1.1 chunks of a response body
 // on a connection taken over from net/http.
 type chunkedOut struct {
-	conn     net.Conn
-	timeout  time.Duration
-	deadline time.Time // the write deadline set last
+	w    *ConnWriter
+	conn net.Conn
 }
 
-func (*chunkedOut) room() int { return chunkRoom }
+func (*chunkedOut) room() int             { return chunkRoom }
+func (o *chunkedOut) writer() *ConnWriter { return o.w }
 
-// write frames b[chunkRoom:] as one chunk and sends it with one write.
+// write frames b[chunkRoom:] as one chunk and sends it with one write
+// (after what a sink left unsent).
 func (o *chunkedOut) write(b []byte) error {
 	n := len(b) - chunkRoom
 	if n <= 0 {
-		return nil
+		return o.w.Write(nil)
 	}
 	var hex [8]byte
 	h := strconv.AppendUint(hex[:0], uint64(n), 16)
@@ -64,17 +65,7 @@ func (o *chunkedOut) write(b []byte) error {
 	copy(b[start:], h)
 	b[chunkRoom-2], b[chunkRoom-1] = '\r', '\n'
 	b = append(b, '\r', '\n')
-	if o.timeout > 0 {
-		// re-arming a deadline costs a timer update: do it at most about
-		// once a second per stream, not on every write
-		now := time.Now()
-		if d := now.Add(o.timeout); d.Sub(o.deadline) > time.Second || o.deadline.Before(now) {
-			_ = o.conn.SetWriteDeadline(d)
-			o.deadline = d
-		}
-	}
-	_, err := o.conn.Write(b[start:])
-	return err
+	return o.w.Write(b[start:])
 }
 
 // errClientGone ends a detached stream whose client closed the
@@ -82,31 +73,56 @@ func (o *chunkedOut) write(b []byte) error {
 var errClientGone = errors.New("client closed the connection")
 
 // serve runs a detached stream to its end and closes the connection.
-// One goroutine reads the connection only to notice the client going
-// away (an SSE client sends nothing after its request); it ends the
-// stream through the subscriber, so that the writer waits on as few
-// channels as possible (each costs an idle stream memory).
+//
+// The calling goroutine only reads the connection, to notice the client
+// going away (an SSE client sends nothing after its request). Writing
+// needs no goroutine while the stream is idle: the hub writes messages
+// to the socket itself when it can (see Sink), and a goroutine is started
+// for the rest (see Subscriber.SetRunner) and ends once it is written.
 func (o *chunkedOut) serve(ss *Session, opts SSEOptions) error {
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		p := make([]byte, 64)
+	s := ss.Sub
+	st := newSSEStream(ss, opts, o)
+	done := make(chan struct{})
+	var result error
+	finish := func(err error) {
+		st.stop()
+		if err == nil || errors.Is(err, ErrSlowConsumer) || errors.Is(err, ErrHubClosed) {
+			// the server ends the stream: close the body properly
+			_ = o.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = o.w.Write([]byte("0\r\n\r\n")) // after what a sink left unsent
+		}
+		_ = o.conn.Close() // ends the reader below
+		result = err
+		close(done)
+	}
+	run := func() {
 		for {
-			if _, err := o.conn.Read(p); err != nil {
-				ss.Sub.fail(errClientGone)
+			if end, err := st.step(); end {
+				finish(err)
+				return
+			}
+			if s.Idle(st.sink) {
 				return
 			}
 		}
-	}()
-	err := serveSSE(context.Background(), ss, opts, o)
-	if errors.Is(err, errClientGone) {
-		err = nil
-	} else if err == nil || errors.Is(err, ErrSlowConsumer) || errors.Is(err, ErrHubClosed) {
-		// the server ends the stream: close the body properly
-		_ = o.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = o.conn.Write([]byte("0\r\n\r\n"))
 	}
-	_ = o.conn.Close()
-	<-readDone
-	return err
+	s.SetRunner(run) // this goroutine is the runner until it goes idle
+	if err := st.start(context.Background()); err != nil {
+		finish(err)
+	} else if !s.Idle(st.sink) {
+		go run()
+	}
+
+	p := make([]byte, 64)
+	for {
+		if _, err := o.conn.Read(p); err != nil {
+			break
+		}
+	}
+	s.fail(errClientGone) // wakes the runner, which ends the stream
+	<-done
+	if errors.Is(result, errClientGone) {
+		return nil
+	}
+	return result
 }

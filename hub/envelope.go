@@ -3,12 +3,12 @@ package hub
 import (
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
 	"sync"
 	"unicode/utf8"
 
 	"github.com/caddy-realtime/realtime/broker"
 	"github.com/caddy-realtime/realtime/sse"
-	"github.com/gorilla/websocket"
 )
 
 // Reserved event names (the `realtime.` prefix is refused on publish).
@@ -36,8 +36,12 @@ type Envelope struct {
 	jsonOnce sync.Once
 	json     []byte
 	wsOnce   sync.Once
-	ws       *websocket.PreparedMessage
-	wsErr    error
+	ws       []byte
+
+	chunkOnce  sync.Once
+	chunk      []byte
+	chunkJOnce sync.Once
+	chunkJSON  []byte
 }
 
 // NewEnvelope wraps m for delivery.
@@ -76,13 +80,29 @@ func (e *Envelope) JSON() []byte {
 	return e.json
 }
 
-// WebSocket returns the message as a prepared text frame, framed once for
-// all connections.
-func (e *Envelope) WebSocket() (*websocket.PreparedMessage, error) {
-	e.wsOnce.Do(func() {
-		e.ws, e.wsErr = websocket.NewPreparedMessage(websocket.TextMessage, e.JSON())
-	})
-	return e.ws, e.wsErr
+// WebSocket returns the message as a WebSocket text frame (a server's,
+// unmasked) carrying its JSON form, framed once for all connections.
+func (e *Envelope) WebSocket() []byte {
+	e.wsOnce.Do(func() { e.ws = AppendWSFrame(nil, WSText, e.JSON()) })
+	return e.ws
+}
+
+// SSEChunk returns the SSE event (SSE, or SSEJSON with asJSON) framed as
+// one HTTP/1.1 chunk, for streams that write their own chunked body.
+func (e *Envelope) SSEChunk(asJSON bool) []byte {
+	if asJSON {
+		e.chunkJOnce.Do(func() { e.chunkJSON = appendChunk(nil, e.SSEJSON()) })
+		return e.chunkJSON
+	}
+	e.chunkOnce.Do(func() { e.chunk = appendChunk(nil, e.SSE()) })
+	return e.chunk
+}
+
+func appendChunk(dst, body []byte) []byte {
+	dst = strconv.AppendUint(dst, uint64(len(body)), 16)
+	dst = append(dst, '\r', '\n')
+	dst = append(dst, body...)
+	return append(dst, '\r', '\n')
 }
 
 // AppendSSEWithID appends e as an SSE event carrying id instead of the

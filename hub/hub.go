@@ -4,16 +4,22 @@
 // The delivery path is built for many thousands of subscribers per node:
 // channels are kept in sharded maps, each channel's subscriber list is a
 // copy-on-write slice read without a lock, each message is wrapped once in
-// an Envelope whose encodings are shared by all subscribers, and a
-// subscriber is a bounded queue that the hub fills without ever waiting.
-// A subscriber that falls too far behind is dropped (it can resume with
-// its last id) rather than slowing the others.
+// an Envelope whose encodings are shared by all subscribers, and the
+// fan-out runs on one lane goroutine per CPU, each serving a fixed part of
+// every channel's subscribers (so each subscriber gets its messages in
+// order). A lane writes a message straight to an idle connection when the
+// socket takes it at once (see Sink), and otherwise pushes it into the
+// subscriber's bounded queue, never waiting; the connection's goroutine
+// then writes what is queued in one batch. A subscriber that falls too
+// far behind is dropped (it can resume with its last id) rather than
+// slowing the others.
 package hub
 
 import (
 	"context"
 	"encoding/json"
 	"hash/maphash"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,10 +70,23 @@ type Hub struct {
 	seed   maphash.Seed
 	shards [shardCount]shard
 
+	lanes   []chan fanOutJob
+	lanesWG sync.WaitGroup
+
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
 	closeOnce sync.Once
 }
+
+// fanOutJob is one message for one lane to deliver to its part of subs.
+type fanOutJob struct {
+	e    *Envelope
+	subs []*Subscriber
+}
+
+// laneQueue is how many messages may wait for a lane before the broker's
+// reader waits for it.
+const laneQueue = 1024
 
 type shard struct {
 	mu       sync.RWMutex
@@ -109,7 +128,43 @@ func New(opts Options) *Hub {
 	for i := range h.shards {
 		h.shards[i].channels = make(map[string]*channel)
 	}
+	h.lanes = make([]chan fanOutJob, min(max(runtime.GOMAXPROCS(0), 1), 16))
+	for i := range h.lanes {
+		h.lanes[i] = make(chan fanOutJob, laneQueue)
+		h.lanesWG.Add(1)
+		go h.runLane(uint32(i))
+	}
 	return h
+}
+
+// runLane delivers messages to the lane's part of each channel's
+// subscribers, in order, until the hub closes.
+func (h *Hub) runLane(lane uint32) {
+	defer h.lanesWG.Done()
+	jobs := h.lanes[lane]
+	for {
+		select {
+		case j := <-jobs:
+			// with more messages waiting, queue rather than write: the
+			// subscribers' goroutines then send several in one write
+			h.fanOut(lane, j.e, j.subs, len(jobs) == 0)
+		case <-h.ctx.Done():
+			return
+		}
+	}
+}
+
+// fanOut delivers e to the subscribers of lane among subs.
+func (h *Hub) fanOut(lane uint32, e *Envelope, subs []*Subscriber, direct bool) {
+	n := uint32(len(h.lanes))
+	for _, s := range subs {
+		if s.lane%n != lane {
+			continue
+		}
+		if s.push(e, direct) {
+			h.opts.Observer.SlowConsumer()
+		}
+	}
 }
 
 // SetBroker sets the message bus the hub subscribes channels at.
@@ -300,8 +355,9 @@ func (c *channel) removeSub(s *Subscriber) bool {
 	return false
 }
 
-// Deliver fans m out to the local subscribers of its channel. It never
-// blocks: a subscriber whose queue is full is dropped.
+// Deliver fans m out to the local subscribers of its channel. It waits
+// only when the fan-out lanes are far behind; a subscriber whose queue is
+// full is dropped.
 func (h *Hub) Deliver(m *broker.Message) {
 	h.opts.Observer.MessageReceived(m.Source)
 	if h.opts.Replay != nil {
@@ -326,13 +382,33 @@ func (h *Hub) deliver(e *Envelope) {
 		c.first.CompareAndSwap(nil, e.Msg)
 	}
 	subs := c.subs.Load()
-	if subs == nil {
+	if subs == nil || len(*subs) == 0 {
 		return
 	}
-	for _, s := range *subs {
-		if s.push(e) {
-			h.opts.Observer.SlowConsumer()
+	j := fanOutJob{e: e, subs: *subs}
+	n := uint32(len(h.lanes))
+	if len(*subs) <= 8 && n <= 64 {
+		// a small channel wakes only the lanes it uses
+		var used uint64
+		for _, s := range *subs {
+			used |= 1 << (s.lane % n)
 		}
+		for l := range n {
+			if used&(1<<l) != 0 {
+				h.toLane(l, j)
+			}
+		}
+		return
+	}
+	for l := range n {
+		h.toLane(l, j)
+	}
+}
+
+func (h *Hub) toLane(lane uint32, j fanOutJob) {
+	select {
+	case h.lanes[lane] <- j:
+	case <-h.ctx.Done():
 	}
 }
 
@@ -388,6 +464,7 @@ func (h *Hub) Close() {
 			}
 			sh.mu.Unlock()
 		}
+		h.lanesWG.Wait()
 	})
 }
 

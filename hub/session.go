@@ -52,45 +52,63 @@ func NewSession(s *Subscriber, positions []replay.Position, replayed []*Envelope
 func (ss *Session) Multi() bool { return len(ss.positions) > 1 }
 
 // Next drains the live queue into buf, dropping messages the client
-// already has: those the replay sent, and stream-fed ones at or before
-// its position (a node whose stream reader lags behind the node the
-// client resumes from delivers those live after the resume).
+// already has (see Accept).
 func (ss *Session) Next(buf []*Envelope) []*Envelope {
 	start := len(buf)
 	buf = ss.Sub.Drain(buf)
 	n := start
 	for _, e := range buf[start:] {
-		if ss.behind(e) {
-			continue
+		if ss.Accept(e) {
+			buf[n] = e
+			n++
 		}
-		if set := ss.seen[e.Msg.Channel]; set != nil {
-			if _, dup := set[e.Msg.ID]; dup {
-				continue
-			}
-			delete(ss.seen, e.Msg.Channel) // live order follows replay order
-			if len(ss.seen) == 0 {
-				ss.seen = nil
-			}
-		}
-		buf[n] = e
-		n++
 	}
 	clear(buf[n:])
 	return buf[:n]
 }
 
+// Accept reports whether the live message e is to be sent: not if the
+// replay sent it, nor if it is stream-fed and at or before the client's
+// position (a node whose stream reader lags behind the node the client
+// resumes from delivers those live after the resume).
+func (ss *Session) Accept(e *Envelope) bool {
+	if ss.behind(e) {
+		return false
+	}
+	if set := ss.seen[e.Msg.Channel]; set != nil {
+		if _, dup := set[e.Msg.ID]; dup {
+			return false
+		}
+		delete(ss.seen, e.Msg.Channel) // live order follows replay order
+		if len(ss.seen) == 0 {
+			ss.seen = nil
+		}
+	}
+	return true
+}
+
 // behind reports whether e is a stream-fed message at or before the
-// client's position in its channel.
+// client's position in its channel. Once a channel is caught up (a live
+// message after the position went out, or the position is not a stream
+// id), nothing of it is behind any more.
 func (ss *Session) behind(e *Envelope) bool {
+	if len(ss.positions) == 1 && ss.caughtUp[0] {
+		return false // the common case, checked per message: keep it cheap
+	}
 	for i := range ss.positions {
 		p := &ss.positions[i]
 		if p.Channel != e.Msg.Channel {
 			continue
 		}
-		if ss.caughtUp[i] || !broker.IsStreamID(e.Msg.ID) {
+		switch {
+		case ss.caughtUp[i]:
 			return false
-		}
-		if broker.IsStreamID(p.ID) && broker.CompareStreamIDs(e.Msg.ID, p.ID) <= 0 {
+		case !broker.IsStreamID(p.ID):
+			ss.caughtUp[i] = true
+			return false
+		case !broker.IsStreamID(e.Msg.ID):
+			return false
+		case broker.CompareStreamIDs(e.Msg.ID, p.ID) <= 0:
 			return true
 		}
 		ss.caughtUp[i] = true

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-realtime/realtime/sse"
@@ -31,10 +32,10 @@ type SSEOptions struct {
 	// JSON sends each message's data as its JSON form (`?format=json`).
 	JSON     bool
 	Observer DeliveryObserver
-	// Shutdown, when closed, ends the stream with a `retry:` hint of a
+	// Shutdown, when done, ends the stream with a `retry:` hint of a
 	// random delay up to ShutdownJitter, so that the clients of a
 	// reloading or stopping server come back spread out, not at once.
-	Shutdown       <-chan struct{}
+	Shutdown       context.Context
 	ShutdownJitter time.Duration
 	// Detach, when set, lets an HTTP/1.1 stream leave its request: once
 	// the response header is sent, ServeSSE takes the connection over
@@ -46,9 +47,11 @@ type SSEOptions struct {
 	// idle stream then costs two small goroutines (the writer and one
 	// that notices the client closing) and a few small objects. A
 	// detached stream does not use ctx: it ends when the client closes
-	// the connection, on Shutdown, or when the hub drops it. Where the
-	// connection cannot be taken over (HTTP/2, HTTP/3, an encoded
-	// response), the stream is served in place.
+	// the connection, on Shutdown, or when the hub drops it. On a plain
+	// TCP connection the hub then writes messages to the socket itself
+	// while the stream is idle (see Sink). Where the connection cannot be
+	// taken over (HTTP/2, HTTP/3, an encoded response), the stream is
+	// served in place.
 	Detach func(serve func() error)
 	// WriteTimeout bounds each write of a detached stream, as the
 	// server's write idle timeout bounds the writes of one in place;
@@ -85,7 +88,7 @@ func ServeSSE(ctx context.Context, w http.ResponseWriter, ss *Session, opts SSEO
 	w.WriteHeader(http.StatusOK)
 	if opts.Detach != nil {
 		if conn := hijackChunked(w, rc); conn != nil {
-			out := &chunkedOut{conn: conn, timeout: opts.WriteTimeout}
+			out := &chunkedOut{w: NewConnWriter(conn, opts.WriteTimeout), conn: conn}
 			opts.Detach(func() error { return out.serve(ss, opts) })
 			return ErrDetached
 		}
@@ -99,8 +102,12 @@ type sseOut interface {
 	// room is how many bytes each buffer passed to write starts with,
 	// free for framing.
 	room() int
-	// write sends b[room():] to the client at once.
+	// write sends b[room():] to the client at once, after anything a
+	// sink left unsent.
 	write(b []byte) error
+	// writer is the connection writer the hub may write through while
+	// the stream is idle, or nil.
+	writer() *ConnWriter
 }
 
 type responseOut struct {
@@ -110,16 +117,63 @@ type responseOut struct {
 
 func (*responseOut) room() int              { return 0 }
 func (o *responseOut) write(b []byte) error { return writeFlush(o.w, o.rc, b) }
+func (*responseOut) writer() *ConnWriter    { return nil }
 
 // sseBufs holds stream buffers between bursts, so that an idle stream
 // keeps none.
 var sseBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
-func serveSSE(ctx context.Context, ss *Session, opts SSEOptions, out sseOut) error {
+// sseSink writes a single-channel stream's messages from the hub's
+// fan-out: the shared chunk of each, straight to the socket.
+type sseSink struct {
+	ss     *Session
+	w      *ConnWriter
+	json   bool
+	obs    DeliveryObserver
+	active *atomic.Bool
+}
+
+func (k *sseSink) WriteNow(e *Envelope) bool {
+	if !k.ss.Accept(e) {
+		return true
+	}
+	k.ss.Advance(e)
+	k.active.Store(true)
+	done := k.w.TryWrite(e.SSEChunk(k.json))
+	k.obs.Delivered("sse", e)
+	return done
+}
+
+// sseStream is one SSE stream's writing side: the first write, then one
+// step per wake-up, each writing everything pending at once.
+type sseStream struct {
+	ss     *Session
+	opts   SSEOptions
+	out    sseOut
+	room   int
+	sink   Sink        // nil unless the hub may write to the socket itself
+	active atomic.Bool // a message went out since the last heartbeat tick
+
+	pending []*Envelope
+	stops   []func()
+}
+
+func newSSEStream(ss *Session, opts SSEOptions, out sseOut) *sseStream {
+	st := &sseStream{ss: ss, opts: opts, out: out, room: out.room()}
+	if w := out.writer(); w != nil && w.Direct() && !ss.Multi() {
+		st.sink = &sseSink{ss: ss, w: w, json: opts.JSON, obs: opts.Observer, active: &st.active}
+	}
+	return st
+}
+
+// start writes the `retry:` line, the position or the replay, and sets
+// up what wakes the stream: everything goes through its subscriber, so
+// that it waits on one channel (or, detached, on nothing at all).
+func (st *sseStream) start(ctx context.Context) error {
+	ss, opts := st.ss, st.opts
 	s := ss.Sub
-	room := out.room()
 	bp := sseBufs.Get().(*[]byte)
-	buf := sse.AppendRetry((*bp)[:room], int(opts.Retry/time.Millisecond))
+	buf := sse.AppendRetry((*bp)[:st.room], int(opts.Retry/time.Millisecond))
 	if cur := ss.Cursor(); cur != "" && len(ss.Replay) == 0 {
 		// an event with only an id sets the client's last event id
 		// without dispatching anything: a client that drops before the
@@ -131,7 +185,7 @@ func serveSSE(ctx context.Context, ss *Session, opts SSEOptions, out sseOut) err
 	for _, e := range ss.Replay {
 		buf = appendSSE(buf, ss, e, opts.JSON)
 	}
-	err := out.write(buf)
+	err := st.out.write(buf)
 	putBuf(bp, buf)
 	if err != nil {
 		return err
@@ -141,57 +195,92 @@ func serveSSE(ctx context.Context, ss *Session, opts SSEOptions, out sseOut) err
 	}
 	ss.Replay = nil
 
-	var tick <-chan time.Time
 	if opts.Heartbeat > 0 {
-		t := time.NewTicker(opts.Heartbeat)
-		defer t.Stop()
-		tick = t.C
+		st.stops = append(st.stops, Every(opts.Heartbeat, func() {
+			if !st.active.Swap(false) {
+				s.Signal(SignalHeartbeat)
+			}
+		}))
 	}
-	var pending []*Envelope
-	wrote := false
+	if opts.Shutdown != nil {
+		st.stops = append(st.stops, func() func() {
+			stop := context.AfterFunc(opts.Shutdown, func() { s.Signal(SignalShutdown) })
+			return func() { stop() }
+		}())
+	}
+	if ctx.Done() != nil {
+		st.stops = append(st.stops, func() func() {
+			stop := context.AfterFunc(ctx, func() { s.Signal(SignalGone) })
+			return func() { stop() }
+		}())
+	}
+	return nil
+}
+
+// stop releases the stream's timers.
+func (st *sseStream) stop() {
+	for _, f := range st.stops {
+		f()
+	}
+	st.stops = nil
+}
+
+// step writes everything pending: queued messages, what a sink left
+// unsent, a heartbeat or the shutdown hint. end reports that the stream
+// is over, with err saying why (nil: the client left, or shutdown).
+func (st *sseStream) step() (end bool, err error) {
+	ss, opts := st.ss, st.opts
+	s := ss.Sub
+	st.pending = ss.Next(st.pending[:0]) // from here on, only this goroutine writes
+	sig := s.TakeSignals()
+	if sig&SignalGone != 0 {
+		return true, nil
+	}
+	if err := s.Err(); err != nil {
+		return true, err
+	}
+	bp := sseBufs.Get().(*[]byte)
+	buf := (*bp)[:st.room]
+	for _, e := range st.pending {
+		buf = appendSSE(buf, ss, e, opts.JSON)
+	}
+	shutdown := sig&SignalShutdown != 0
+	switch {
+	case shutdown:
+		ms := opts.Retry.Milliseconds()
+		if j := opts.ShutdownJitter.Milliseconds(); j > 0 {
+			ms += rand.Int64N(j)
+		}
+		buf = sse.AppendRetry(buf, int(ms))
+	case len(st.pending) > 0:
+		st.active.Store(true)
+	case sig&SignalHeartbeat != 0:
+		buf = sse.AppendComment(buf, "heartbeat")
+	}
+	err = st.out.write(buf) // also what a sink left unsent
+	putBuf(bp, buf)
+	if err != nil {
+		return true, err
+	}
+	for _, e := range st.pending {
+		opts.Observer.Delivered("sse", e)
+	}
+	clear(st.pending)
+	return shutdown, nil
+}
+
+// serveSSE serves a stream in place, on the request's goroutine.
+func serveSSE(ctx context.Context, ss *Session, opts SSEOptions, out sseOut) error {
+	st := newSSEStream(ss, opts, out)
+	err := st.start(ctx)
+	defer st.stop()
+	if err != nil {
+		return err
+	}
 	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-opts.Shutdown:
-			ms := opts.Retry.Milliseconds()
-			if j := opts.ShutdownJitter.Milliseconds(); j > 0 {
-				ms += rand.Int64N(j)
-			}
-			var b [64]byte
-			_ = out.write(sse.AppendRetry(b[:room], int(ms)))
-			return nil
-		case <-s.Done():
-			return s.Err()
-		case <-tick:
-			if wrote {
-				wrote = false
-				continue
-			}
-			var b [64]byte
-			if err := out.write(sse.AppendComment(b[:room], "heartbeat")); err != nil {
-				return err
-			}
-		case <-s.Ready():
-			pending = ss.Next(pending[:0])
-			if len(pending) == 0 {
-				continue
-			}
-			bp := sseBufs.Get().(*[]byte)
-			buf := (*bp)[:room]
-			for _, e := range pending {
-				buf = appendSSE(buf, ss, e, opts.JSON)
-			}
-			err := out.write(buf)
-			putBuf(bp, buf)
-			if err != nil {
-				return err
-			}
-			for _, e := range pending {
-				opts.Observer.Delivered("sse", e)
-			}
-			clear(pending)
-			wrote = true
+		<-ss.Sub.Ready()
+		if end, err := st.step(); end {
+			return err
 		}
 	}
 }
@@ -220,6 +309,9 @@ func appendSSE(buf []byte, ss *Session, e *Envelope, asJSON bool) []byte {
 }
 
 func writeFlush(w http.ResponseWriter, rc *http.ResponseController, b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
 	if _, err := w.Write(b); err != nil {
 		return err
 	}

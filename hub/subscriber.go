@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 )
 
 // ErrSlowConsumer is why a subscriber whose queue overflowed was dropped.
@@ -12,36 +13,91 @@ var ErrSlowConsumer = errors.New("slow consumer: too many undelivered messages")
 // ErrHubClosed is why subscribers are dropped when the hub shuts down.
 var ErrHubClosed = errors.New("hub closed")
 
+// Signals wake a subscriber's goroutine for something other than a
+// message; a transport may define its own from SignalTransport up.
+const (
+	// SignalHeartbeat: the stream has been idle for a heartbeat interval.
+	SignalHeartbeat uint32 = 1 << iota
+	// SignalShutdown: the server is shutting down or reloading.
+	SignalShutdown
+	// SignalGone: the client left.
+	SignalGone
+	// SignalTransport is the first signal free for transports.
+	SignalTransport
+)
+
 // Subscriber is one client connection's subscription to one or more
 // channels. The hub pushes envelopes into its bounded queue without ever
 // waiting; the connection's own goroutine drains it. An idle subscriber
-// costs a few words and one small channel.
+// costs a few words and two small channels.
+//
+// While the connection's goroutine waits with nothing queued, it may arm
+// a Sink: the hub then writes each message to the connection itself,
+// without waking the goroutine, as long as the socket takes it at once.
+// That is the common case, and it saves a goroutine wake-up, a channel
+// hand-off and a scheduler round trip per subscriber per message.
 type Subscriber struct {
 	Channels []string
 
-	mu     sync.Mutex
-	queue  []*Envelope
-	max    int
-	err    error
-	notify chan struct{} // capacity 1: "the queue is not empty"
-	done   chan struct{} // closed when the subscriber is dropped
+	lane uint32 // the hub's fan-out lane that serves this subscriber
+
+	mu      sync.Mutex
+	queue   []*Envelope
+	max     int
+	err     error
+	sink    Sink          // armed: the hub may write to the connection
+	run     func()        // see SetRunner
+	running bool          // run is going on some goroutine
+	notify  chan struct{} // capacity 1: "the queue or a signal is pending"
+	done    chan struct{} // closed when the subscriber is dropped
+	signals atomic.Uint32
 }
+
+// Sink is a connection the hub writes messages to itself while its
+// goroutine is idle. WriteNow is called with the subscriber locked, one
+// message at a time, in order, never alongside the goroutine's own
+// writes.
+type Sink interface {
+	// WriteNow sends e without waiting and reports whether all of it
+	// went out; if not, the sink keeps the rest and the subscriber's
+	// goroutine is woken to send it.
+	WriteNow(e *Envelope) bool
+}
+
+var laneSeq atomic.Uint32
 
 func newSubscriber(channels []string, max int) *Subscriber {
 	return &Subscriber{
 		Channels: channels,
+		lane:     laneSeq.Add(1),
 		max:      max,
 		notify:   make(chan struct{}, 1),
 		done:     make(chan struct{}),
 	}
 }
 
-// push queues e; it never blocks. A full queue drops the subscriber.
-func (s *Subscriber) push(e *Envelope) (dropped bool) {
+// push delivers e: written by the armed sink when direct is allowed and
+// the socket takes it, queued otherwise. It never blocks; a full queue
+// drops the subscriber.
+func (s *Subscriber) push(e *Envelope, direct bool) (dropped bool) {
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
 		return false
+	}
+	if s.sink != nil {
+		if direct && s.sink.WriteNow(e) {
+			s.mu.Unlock()
+			return false
+		}
+		// the goroutine takes over: what the sink could not finish, or
+		// the queue (under load, it writes queued messages in batches)
+		s.sink = nil
+		if direct {
+			s.wakeLocked()
+			s.mu.Unlock()
+			return false
+		}
 	}
 	if len(s.queue) >= s.max {
 		s.failLocked(ErrSlowConsumer)
@@ -49,19 +105,59 @@ func (s *Subscriber) push(e *Envelope) (dropped bool) {
 		return true
 	}
 	s.queue = append(s.queue, e)
+	s.wakeLocked()
 	s.mu.Unlock()
+	return false
+}
+
+// wakeLocked signals Ready, or starts the runner if none is running.
+func (s *Subscriber) wakeLocked() {
+	if s.run != nil {
+		if !s.running {
+			s.running = true
+			go s.run()
+		}
+		return
+	}
 	select {
 	case s.notify <- struct{}{}:
 	default:
 	}
-	return false
+}
+
+// SetRunner makes s start run on a new goroutine whenever there is
+// something to do (a message queued, a signal, a sink's unfinished
+// write, the subscriber dropped) and no run is going on, instead of
+// signalling Ready: an idle stream then has no writer goroutine, and
+// none of its stack. run drains and writes, then ends with Idle. The
+// caller counts as a running run until its first Idle.
+func (s *Subscriber) SetRunner(run func()) {
+	s.mu.Lock()
+	s.run = run
+	s.running = true
+	s.mu.Unlock()
+}
+
+// Idle ends a run, arming k (when not nil), if nothing is left to do;
+// otherwise it reports false and the run goes on.
+func (s *Subscriber) Idle(k Sink) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil || len(s.queue) > 0 || s.signals.Load() != 0 {
+		return false
+	}
+	s.sink = k
+	s.running = false
+	return true
 }
 
 func (s *Subscriber) failLocked(err error) {
 	if s.err == nil {
 		s.err = err
 		s.queue = nil
+		s.sink = nil
 		close(s.done)
+		s.wakeLocked()
 	}
 }
 
@@ -71,7 +167,32 @@ func (s *Subscriber) fail(err error) {
 	s.mu.Unlock()
 }
 
-// Ready is signalled when the queue may hold envelopes.
+// Arm lets the hub write to the connection through k until the
+// subscriber's goroutine next drains the queue. It does nothing when
+// messages are queued (the goroutine is woken for them) or the
+// subscriber was dropped.
+func (s *Subscriber) Arm(k Sink) {
+	s.mu.Lock()
+	if s.err == nil && len(s.queue) == 0 {
+		s.sink = k
+	}
+	s.mu.Unlock()
+}
+
+// Signal sets signal bits and wakes the subscriber's goroutine.
+func (s *Subscriber) Signal(bits uint32) {
+	s.signals.Or(bits)
+	s.mu.Lock()
+	s.wakeLocked()
+	s.mu.Unlock()
+}
+
+// TakeSignals returns the signals set since the last call, and clears
+// them.
+func (s *Subscriber) TakeSignals() uint32 { return s.signals.Swap(0) }
+
+// Ready is signalled when the queue may hold envelopes, a Signal was
+// sent, a sink left work unfinished, or the subscriber was dropped.
 func (s *Subscriber) Ready() <-chan struct{} { return s.notify }
 
 // Done is closed when the hub dropped the subscriber; Err says why.
@@ -84,11 +205,13 @@ func (s *Subscriber) Err() error {
 	return s.err
 }
 
-// Drain moves every queued envelope to buf (which it returns, grown as
-// needed) and empties the queue. The caller reuses buf between calls, so
-// a steady stream allocates nothing.
+// Drain disarms the sink, moves every queued envelope to buf (which it
+// returns, grown as needed) and empties the queue. The caller reuses buf
+// between calls, so a steady stream allocates nothing. From Drain until
+// the next Arm, the caller alone writes to the connection.
 func (s *Subscriber) Drain(buf []*Envelope) []*Envelope {
 	s.mu.Lock()
+	s.sink = nil
 	buf = append(buf, s.queue...)
 	clear(s.queue)
 	s.queue = s.queue[:0]

@@ -60,7 +60,7 @@ type streamHijacker struct {
 }
 
 func (h streamHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return h.conn, bufio.NewReadWriter(bufio.NewReader(h.conn), bufio.NewWriter(h.conn)), nil
+	return &quietConn{Conn: h.conn}, bufio.NewReadWriter(bufio.NewReader(h.conn), bufio.NewWriter(h.conn)), nil
 }
 
 // streamConn is an HTTP/2 or HTTP/3 stream as a net.Conn.

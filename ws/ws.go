@@ -4,8 +4,11 @@
 // ticket allows it.
 //
 // Each connection has one writer (the serving goroutine) and one reader
-// goroutine; messages are sent as gorilla PreparedMessages framed once per
-// message for all connections.
+// goroutine. gorilla/websocket reads; every frame the server sends is
+// written by this package, so that each message's frame is built once and
+// the same bytes go to every connection, and so that, on a plain TCP
+// connection, the hub's fan-out can write them to an idle connection's
+// socket itself (see hub.Sink).
 package ws
 
 import (
@@ -19,6 +22,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-realtime/realtime/hub"
@@ -46,8 +50,8 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// writeBuffers is shared by all connections: an idle connection holds no
-// write buffer.
+// writeBuffers is gorilla's write buffer pool; it never writes frames
+// here (see quietConn), so the pool stays empty.
 var writeBuffers sync.Pool
 
 // upgrader checks nothing itself: the Origin and ticket checks run before.
@@ -62,11 +66,32 @@ var upgrader = websocket.Upgrader{
 
 // hijackable gives gorilla's Upgrader the http.Hijacker it wants on the
 // writer itself: Caddy's wrapped writers expose Hijack only through
-// Unwrap, which http.ResponseController follows.
+// Unwrap, which http.ResponseController follows. The connection is handed
+// over as a quietConn.
 type hijackable struct{ http.ResponseWriter }
 
 func (h hijackable) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return http.NewResponseController(h.ResponseWriter).Hijack()
+	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	return &quietConn{Conn: conn}, brw, nil
+}
+
+// quietConn is the connection as gorilla sees it: once the handshake is
+// written, gorilla's own writes (the pong and close answers it sends by
+// default, which the handlers set here replace) are dropped, so that
+// nothing is written to the connection behind this package's writer.
+type quietConn struct {
+	net.Conn
+	quiet atomic.Bool
+}
+
+func (c *quietConn) Write(p []byte) (int, error) {
+	if c.quiet.Load() {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
 }
 
 // PublishFunc publishes a client's message and returns its id. Its error
@@ -148,6 +173,8 @@ func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.
 	if err != nil {
 		return err // the upgrader has answered the client
 	}
+	qc := conn.NetConn().(*quietConn)
+	qc.quiet.Store(true)
 	if opts.OnUpgrade != nil {
 		opts.OnUpgrade(conn)
 	}
@@ -158,37 +185,34 @@ func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.
 		opts.Observer = nopObserver{}
 	}
 	c := &connection{
-		conn:    conn,
-		opts:    opts,
-		replies: make(chan *control, 8),
-		closed:  make(chan struct{}),
-		readErr: make(chan struct{}),
+		conn: conn,
+		w:    hub.NewConnWriter(qc.Conn, writeWait),
+		ss:   ss,
+		opts: opts,
 	}
 	if opts.Detach != nil && !isExtendedConnect(r) {
 		// a hijacked connection no longer needs its request; a stream
 		// of an HTTP/2 connection (RFC 8441) ends with it
 		opts.Detach(func() error {
 			defer conn.Close()
-			return c.serve(ctx, ss)
+			return c.serve(ctx)
 		})
 		return ErrDetached
 	}
 	defer conn.Close()
-	return c.serve(ctx, ss)
+	return c.serve(ctx)
 }
 
 // serve runs the connection: a reader goroutine, and the writer on the
 // calling one.
-func (c *connection) serve(ctx context.Context, ss *hub.Session) error {
-	conn := c.conn
+func (c *connection) serve(ctx context.Context) error {
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
 		c.readLoop(ctx)
 	}()
-	err := c.writeLoop(ctx, ss)
-	close(c.closed)
-	_ = conn.Close() // ends the reader
+	err := c.writeLoop(ctx)
+	_ = c.conn.Close() // ends the reader
 	<-readDone
 	return err
 }
@@ -197,119 +221,187 @@ type nopObserver struct{}
 
 func (nopObserver) Delivered(string, *hub.Envelope) {}
 
-type connection struct {
-	conn    *websocket.Conn
-	opts    Options
-	replies chan *control // from the reader to the writer
-	closed  chan struct{} // the writer has stopped
+// Signals of a connection's subscriber, besides the hub's.
+const (
+	// sigOutbox: the reader queued frames (replies, pongs).
+	sigOutbox = hub.SignalTransport << iota
+	// sigPing: time to ping the client.
+	sigPing
+	// sigReaderDone: the reader stopped (the client closed, broke a
+	// limit, or the connection failed).
+	sigReaderDone
+)
 
-	buf      []byte // per-connection frames (multi-channel sessions)
-	closeMu  sync.Mutex
-	closeMsg []byte        // close frame the reader asked the writer to send
-	readErr  chan struct{} // closed when the reader stops
+// maxOutbox bounds the frames the reader may queue for a writer that
+// cannot send them (a client that sends but does not read).
+const maxOutbox = 256 << 10
+
+type connection struct {
+	conn *websocket.Conn // for reading only
+	w    *hub.ConnWriter // every frame the server sends
+	ss   *hub.Session
+	opts Options
+
+	json []byte // a multi-channel message's JSON, reused
+
+	mu         sync.Mutex
+	outbox     []byte // frames from the reader for the writer to send
+	closeMsg   []byte // close payload the reader asked the writer to send
+	peerClosed bool   // closeMsg answers the client's own close
 }
 
-func (c *connection) writeLoop(ctx context.Context, ss *hub.Session) error {
-	conn := c.conn
+// WriteNow writes a single-channel message from the hub's fan-out: the
+// frame shared by every connection, straight to the socket (hub.Sink).
+func (c *connection) WriteNow(e *hub.Envelope) bool {
+	if !c.ss.Accept(e) {
+		return true
+	}
+	c.ss.Advance(e)
+	done := c.w.TryWrite(e.WebSocket())
+	c.opts.Observer.Delivered("ws", e)
+	return done
+}
+
+func (c *connection) writeLoop(ctx context.Context) error {
+	ss := c.ss
 	s := ss.Sub
-	if err := c.writeJSON(control{Type: "subscribed", Channels: s.Channels, LastEventID: ss.Cursor()}); err != nil {
+	buf := c.appendControl(nil, control{Type: "subscribed", Channels: s.Channels, LastEventID: ss.Cursor()})
+	for _, e := range ss.Replay {
+		buf = c.appendEnvelope(buf, e)
+	}
+	if err := c.w.Write(buf); err != nil {
 		return err
 	}
 	for _, e := range ss.Replay {
-		if err := c.writeEnvelope(ss, e); err != nil {
-			return err
-		}
+		c.opts.Observer.Delivered("ws", e)
 	}
 	ss.Replay = nil
-	var ping <-chan time.Time
+
+	// everything that wakes the writer goes through the subscriber, so
+	// that it waits on one channel
 	if c.opts.Heartbeat > 0 {
-		t := time.NewTicker(c.opts.Heartbeat)
-		defer t.Stop()
-		ping = t.C
+		stop := hub.Every(c.opts.Heartbeat, func() { s.Signal(sigPing) })
+		defer stop()
+	}
+	stop := context.AfterFunc(ctx, func() { s.Signal(hub.SignalShutdown) })
+	defer stop()
+	var sink hub.Sink
+	if c.w.Direct() && !ss.Multi() {
+		sink = c
 	}
 	var pending []*hub.Envelope
 	for {
-		select {
-		case <-ctx.Done():
+		if sink != nil {
+			s.Arm(sink)
+		}
+		<-s.Ready()
+		pending = ss.Next(pending[:0]) // from here on, only this goroutine writes
+		sig := s.TakeSignals()
+		switch {
+		case sig&sigReaderDone != 0:
+			c.mu.Lock()
+			msg, peer := c.closeMsg, c.peerClosed
+			c.mu.Unlock()
+			if msg != nil {
+				_ = c.w.Write(hub.AppendWSFrame(nil, hub.WSClose, msg))
+				if !peer {
+					lingerClose(c.conn)
+				}
+			}
+			return nil
+		case sig&hub.SignalShutdown != 0:
 			c.sendClose(websocket.CloseGoingAway, "server shutting down")
 			return nil
-		case <-s.Done():
-			err := s.Err()
+		}
+		if err := s.Err(); err != nil {
 			if errors.Is(err, hub.ErrSlowConsumer) {
 				c.sendClose(websocket.CloseTryAgainLater, "slow consumer: resume with last_event_id")
 			} else {
 				c.sendClose(websocket.CloseGoingAway, "server shutting down")
 			}
 			return err
-		case <-c.readErr:
-			c.closeMu.Lock()
-			msg := c.closeMsg
-			c.closeMu.Unlock()
-			if msg != nil {
-				_ = conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(writeWait))
-				lingerClose(conn)
-			}
-			return nil
-		case rep := <-c.replies:
-			if err := c.writeJSON(*rep); err != nil {
-				return err
-			}
-		case <-ping:
-			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
-				return err
-			}
-		case <-s.Ready():
-			pending = ss.Next(pending[:0])
-			for _, e := range pending {
-				if err := c.writeEnvelope(ss, e); err != nil {
-					return err
-				}
-			}
-			clear(pending)
 		}
-	}
-}
-
-// writeEnvelope sends e as one text frame: the frame prepared once for
-// every connection, or for a multi-channel session one carrying its own
-// cursor as id.
-func (c *connection) writeEnvelope(ss *hub.Session, e *hub.Envelope) error {
-	id := ss.Advance(e)
-	_ = c.conn.SetWriteDeadline(time.Now().Add(writeWait))
-	if ss.Multi() {
-		c.buf = hub.AppendJSONWithID(c.buf[:0], e.Msg, id)
-		if err := c.conn.WriteMessage(websocket.TextMessage, c.buf); err != nil {
-			return err
+		bp := frameBufs.Get().(*[]byte)
+		buf := (*bp)[:0]
+		if sig&sigOutbox != 0 {
+			c.mu.Lock()
+			buf = append(buf, c.outbox...)
+			c.outbox = nil
+			c.mu.Unlock()
 		}
-	} else {
-		pm, err := e.WebSocket()
+		if sig&sigPing != 0 {
+			buf = hub.AppendWSFrame(buf, hub.WSPing, nil)
+		}
+		for _, e := range pending {
+			buf = c.appendEnvelope(buf, e)
+		}
+		err := c.w.Write(buf) // also what the sink left unsent
+		if cap(buf) <= 64<<10 {
+			*bp = buf[:0]
+			frameBufs.Put(bp)
+		}
 		if err != nil {
 			return err
 		}
-		if err := c.conn.WritePreparedMessage(pm); err != nil {
-			return err
+		for _, e := range pending {
+			c.opts.Observer.Delivered("ws", e)
 		}
+		clear(pending)
 	}
-	c.opts.Observer.Delivered("ws", e)
-	return nil
 }
 
-func (c *connection) writeJSON(v control) error {
+// frameBufs holds write buffers between bursts, so that an idle
+// connection keeps none.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// appendEnvelope appends e as one text frame: the frame built once for
+// every connection, or for a multi-channel session one carrying its own
+// cursor as id.
+func (c *connection) appendEnvelope(buf []byte, e *hub.Envelope) []byte {
+	id := c.ss.Advance(e)
+	if !c.ss.Multi() {
+		return append(buf, e.WebSocket()...)
+	}
+	c.json = hub.AppendJSONWithID(c.json[:0], e.Msg, id)
+	return hub.AppendWSFrame(buf, hub.WSText, c.json)
+}
+
+func (c *connection) appendControl(buf []byte, v control) []byte {
 	b, _ := json.Marshal(v)
-	_ = c.conn.SetWriteDeadline(time.Now().Add(writeWait))
-	return c.conn.WriteMessage(websocket.TextMessage, b)
+	return hub.AppendWSFrame(buf, hub.WSText, b)
 }
 
 func (c *connection) sendClose(code int, reason string) {
-	_ = c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(writeWait))
+	_ = c.w.Write(hub.AppendWSFrame(nil, hub.WSClose, websocket.FormatCloseMessage(code, reason)))
 }
 
 // readLoop reads client frames: pongs keep the connection alive, publish
 // frames are handed to Options.Publish, anything else gets an error frame
 // or a close code.
 func (c *connection) readLoop(ctx context.Context) {
-	defer close(c.readErr)
+	defer c.ss.Sub.Signal(sigReaderDone)
 	conn := c.conn
+	// gorilla answers pings and closes itself by default; here the
+	// answers go through the writer (see quietConn)
+	conn.SetPingHandler(func(data string) error {
+		c.queue(hub.WSPong, []byte(data))
+		return nil
+	})
+	conn.SetCloseHandler(func(code int, _ string) error {
+		var echo []byte
+		if code != websocket.CloseNoStatusReceived {
+			echo = websocket.FormatCloseMessage(code, "")
+		}
+		c.mu.Lock()
+		if c.closeMsg == nil {
+			c.closeMsg, c.peerClosed = echo, true
+			if echo == nil {
+				c.closeMsg = []byte{}
+			}
+		}
+		c.mu.Unlock()
+		return nil
+	})
 	if hb := c.opts.Heartbeat; hb > 0 {
 		_ = conn.SetReadDeadline(time.Now().Add(2*hb + writeWait))
 		conn.SetPongHandler(func(string) error {
@@ -369,9 +461,25 @@ func (c *connection) limited(what string) {
 }
 
 func (c *connection) closeWith(code int, reason string) {
-	c.closeMu.Lock()
+	c.mu.Lock()
 	c.closeMsg = websocket.FormatCloseMessage(code, reason)
-	c.closeMu.Unlock()
+	c.mu.Unlock()
+}
+
+// queue hands a frame to the writer. A client that keeps sending while
+// not reading what it is sent fills the outbox: it is then closed.
+func (c *connection) queue(opcode byte, payload []byte) {
+	c.mu.Lock()
+	full := len(c.outbox) > maxOutbox
+	if !full {
+		c.outbox = hub.AppendWSFrame(c.outbox, opcode, payload)
+	}
+	c.mu.Unlock()
+	if full {
+		_ = c.conn.Close() // the reader stops; the writer closes
+		return
+	}
+	c.ss.Sub.Signal(sigOutbox)
 }
 
 func (c *connection) handle(ctx context.Context, data []byte) {
@@ -405,11 +513,6 @@ func (c *connection) handle(ctx context.Context, data []byte) {
 
 // reply queues a control frame for the writer.
 func (c *connection) reply(v control) {
-	// waiting here holds back reading the client's next frames: a client
-	// that sends faster than it reads replies is slowed down by TCP, and
-	// one that sends too fast is closed by the frame rate limit
-	select {
-	case c.replies <- &v:
-	case <-c.closed:
-	}
+	b, _ := json.Marshal(v)
+	c.queue(hub.WSText, b)
 }

@@ -26,6 +26,11 @@ const (
 	tSSE      = "sse"
 	tWS       = "ws"
 	tLongPoll = "longpoll"
+	// tSSEH2 is SSE over cleartext HTTP/2 (h2c), streams sharing
+	// connections as a browser's do (the hub only: it reports the
+	// per-stream cost over HTTP/2, where a stream cannot leave its
+	// request)
+	tSSEH2 = "sseh2"
 )
 
 // Ways to publish.
@@ -248,6 +253,8 @@ func (sw *swarm) runSub(ctx context.Context, s *sub, ready func(error)) error {
 		return sw.runWS(ctx, s, ready)
 	case tLongPoll:
 		return sw.runLongPoll(ctx, s, ready)
+	case tSSEH2:
+		return sw.runSSEH2(ctx, s, ready)
 	default:
 		return sw.runSSE(ctx, s, ready)
 	}
@@ -255,6 +262,49 @@ func (sw *swarm) runSub(ctx context.Context, s *sub, ready func(error)) error {
 
 func (sw *swarm) subURL(scheme string) string {
 	return fmt.Sprintf("%s://%s%s?channel=%s", scheme, sw.tgt.Addr, sw.tgt.SubPath, url.QueryEscape(sw.spec.Channel))
+}
+
+// h2cClient is shared by every HTTP/2 subscriber: Go opens another
+// connection whenever one has as many streams as the server allows.
+var h2cClient = func() *http.Client {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &p, DialContext: dialer().DialContext}}
+}()
+
+// runSSEH2 is one SSE subscriber as a stream of a shared HTTP/2
+// connection.
+func (sw *swarm) runSSEH2(ctx context.Context, s *sub, ready func(error)) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, sw.subURL("http"), nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := h2cClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("request: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+		return fmt.Errorf("status %d over %s", resp.StatusCode, resp.Proto)
+	}
+	body := bufio.NewReaderSize(resp.Body, 4096)
+	waiting := true
+	for {
+		line, err := body.ReadSlice('\n')
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return err
+		}
+		now := time.Now().UnixNano()
+		switch {
+		case bytes.HasPrefix(line, []byte("data:")):
+			p := line[5:]
+			if len(p) > 0 && p[0] == ' ' {
+				p = p[1:]
+			}
+			s.record(p, now, &sw.received)
+		case waiting && bytes.HasPrefix(line, []byte("retry:")):
+			waiting = false
+			ready(nil)
+		}
+	}
 }
 
 // runSSE is one SSE subscriber on a raw TCP connection: one goroutine, no

@@ -20,7 +20,7 @@
 //	BENCH_SECS=n        seconds of publishing per load (default 10, quick 4)
 //	BENCH_RESULTS=dir   where result files go (default bench/results)
 //	BENCH_NO_INSTALL=1  never apt-get install nginx/libnginx-mod-nchan
-//	BENCH_LOADS=...     replace the loads, e.g. "sse:1000:20,ws:500:5,longpoll:100:2"
+//	BENCH_LOADS=...     replace the loads, e.g. "sse:1000:20,ws:500:5,longpoll:100:2,sseh2:1000:5"
 //	BENCH_PROFILE=1     save a CPU profile of each hub server while it publishes
 //	                    (results dir, <load>-<server>.pprof; costs the server a little CPU)
 //
@@ -229,6 +229,7 @@ func run() int {
 		{Label: "1,000 SSE @ 20 msg/s", N: 1000, Transport: tSSE, Rate: 20},
 		{Label: "10,000 SSE @ 5 msg/s", N: 10000, Transport: tSSE, Rate: 5},
 		{Label: "10,000 WS @ 5 msg/s", N: 10000, Transport: tWS, Rate: 5},
+		{Label: "10,000 SSE/h2 @ 5 msg/s", N: 10000, Transport: tSSEH2, Rate: 5},
 	}
 	if cfg.quick {
 		loads = []loadDef{
@@ -253,6 +254,10 @@ func run() int {
 				}
 				// XADD only on the first load: it is the same fan-out path
 				if sd.Pub == pubRedisXAdd && (li > 0 || cfg.quick) {
+					continue
+				}
+				// HTTP/2 is measured for its memory: the hub, one broker
+				if ld.Transport == tSSEH2 && (sd.Kind != "hub" || sd.Pub != pubRedisPublish) {
 					continue
 				}
 				r := env.runLoad(ctx, ld, sd)
@@ -352,11 +357,15 @@ func parseLoads(s string, def []loadDef) []loadDef {
 		if err1 != nil || err2 != nil || n <= 0 || r <= 0 {
 			continue
 		}
-		t := map[string]string{"sse": tSSE, "ws": tWS, "longpoll": tLongPoll}[f[0]]
+		t := map[string]string{"sse": tSSE, "ws": tWS, "longpoll": tLongPoll, "sseh2": tSSEH2}[f[0]]
 		if t == "" {
 			continue
 		}
-		out = append(out, loadDef{Label: fmt.Sprintf("%d %s @ %g msg/s", n, strings.ToUpper(f[0]), r), N: n, Transport: t, Rate: r})
+		label := strings.ToUpper(f[0])
+		if t == tSSEH2 {
+			label = "SSE/h2"
+		}
+		out = append(out, loadDef{Label: fmt.Sprintf("%d %s @ %g msg/s", n, label, r), N: n, Transport: t, Rate: r})
 	}
 	if len(out) == 0 {
 		return def

@@ -346,6 +346,9 @@ func startCaddy(ctx context.Context, bin, dir, name, site string) (*caddyServer,
 	auto_https off
 	persist_config off
 	default_bind 127.0.0.1
+	servers {
+		protocols h1 h2 h2c
+	}
 	log {
 		level ERROR
 	}

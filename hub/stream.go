@@ -203,18 +203,18 @@ func (st *sseStream) start(ctx context.Context) error {
 		}))
 	}
 	if opts.Shutdown != nil {
-		st.stops = append(st.stops, func() func() {
-			stop := context.AfterFunc(opts.Shutdown, func() { s.Signal(SignalShutdown) })
-			return func() { stop() }
-		}())
+		st.afterFunc(opts.Shutdown, SignalShutdown)
 	}
 	if ctx.Done() != nil {
-		st.stops = append(st.stops, func() func() {
-			stop := context.AfterFunc(ctx, func() { s.Signal(SignalGone) })
-			return func() { stop() }
-		}())
+		st.afterFunc(ctx, SignalGone)
 	}
 	return nil
+}
+
+// afterFunc signals the subscriber when ctx is done.
+func (st *sseStream) afterFunc(ctx context.Context, sig uint32) {
+	stop := context.AfterFunc(ctx, func() { st.ss.Sub.Signal(sig) })
+	st.stops = append(st.stops, func() { stop() })
 }
 
 // stop releases the stream's timers.

@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -142,7 +144,7 @@ func (r *Redis) tail(conn *redis.Conn, t streamTail) error {
 			return err // in a cluster: MOVED after a failover or resharding too
 		}
 		now := time.Now()
-		for _, st := range res {
+		for _, st := range inAddedOrder(res) {
 			name, ok := r.channelOf(st.Stream)
 			if !ok {
 				continue
@@ -155,6 +157,29 @@ func (r *Redis) tail(conn *redis.Conn, t streamTail) error {
 			}
 		}
 	}
+}
+
+// inAddedOrder returns an XREAD reply's entries in the order Redis added
+// them: a reply lists its streams one after the other, so a subscriber of
+// several channels would otherwise see one channel's batch before the
+// other's. Entries of different streams in the same millisecond cannot be
+// ordered and keep the reply's order.
+func inAddedOrder(res []redis.XStream) []redis.XStream {
+	if len(res) < 2 {
+		return res
+	}
+	var out []redis.XStream
+	for _, st := range res {
+		for _, m := range st.Messages {
+			out = append(out, redis.XStream{Stream: st.Stream, Messages: []redis.XMessage{m}})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b redis.XStream) int {
+		ams, _, _ := ParseStreamID(a.Messages[0].ID)
+		bms, _, _ := ParseStreamID(b.Messages[0].ID)
+		return cmp.Compare(ams, bms)
+	})
+	return out
 }
 
 // snapshot returns the XREAD STREAMS arguments (keys, then ids) of the

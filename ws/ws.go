@@ -203,18 +203,45 @@ func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.
 	return c.serve(ctx)
 }
 
-// serve runs the connection: a reader goroutine, and the writer on the
-// calling one.
+// serve runs the connection to its end. The calling goroutine reads the
+// client's frames. Writing needs no goroutine while the connection is
+// idle: the hub writes messages to the socket itself when it can (see
+// hub.Sink), and a goroutine is started for everything else (see
+// hub.Subscriber.SetRunner) and ends once it is written.
 func (c *connection) serve(ctx context.Context) error {
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		c.readLoop(ctx)
-	}()
-	err := c.writeLoop(ctx)
-	_ = c.conn.Close() // ends the reader
-	<-readDone
-	return err
+	s := c.ss.Sub
+	done := make(chan struct{})
+	var result error
+	finish := func(err error) {
+		c.stop()
+		_ = c.conn.Close() // ends the reader
+		result = err
+		close(done)
+	}
+	var sink hub.Sink
+	if c.w.Direct() && !c.ss.Multi() {
+		sink = c
+	}
+	run := func() {
+		for {
+			if end, err := c.step(); end {
+				finish(err)
+				return
+			}
+			if s.Idle(sink) {
+				return
+			}
+		}
+	}
+	s.SetRunner(run) // this goroutine is the runner until it goes idle
+	if err := c.start(ctx); err != nil {
+		finish(err)
+	} else if !s.Idle(sink) {
+		go run()
+	}
+	c.readLoop(ctx) // its end wakes the runner, which ends the connection
+	<-done
+	return result
 }
 
 type nopObserver struct{}
@@ -242,7 +269,9 @@ type connection struct {
 	ss   *hub.Session
 	opts Options
 
-	json []byte // a multi-channel message's JSON, reused
+	json    []byte // a multi-channel message's JSON, reused
+	pending []*hub.Envelope
+	stops   []func()
 
 	mu         sync.Mutex
 	outbox     []byte // frames from the reader for the writer to send
@@ -262,7 +291,9 @@ func (c *connection) WriteNow(e *hub.Envelope) bool {
 	return done
 }
 
-func (c *connection) writeLoop(ctx context.Context) error {
+// start writes the subscribed frame and the replay, and sets up what
+// wakes the writer: everything goes through the subscriber.
+func (c *connection) start(ctx context.Context) error {
 	ss := c.ss
 	s := ss.Sub
 	buf := c.appendControl(nil, control{Type: "subscribed", Channels: s.Channels, LastEventID: ss.Cursor()})
@@ -276,78 +307,81 @@ func (c *connection) writeLoop(ctx context.Context) error {
 		c.opts.Observer.Delivered("ws", e)
 	}
 	ss.Replay = nil
-
-	// everything that wakes the writer goes through the subscriber, so
-	// that it waits on one channel
 	if c.opts.Heartbeat > 0 {
-		stop := hub.Every(c.opts.Heartbeat, func() { s.Signal(sigPing) })
-		defer stop()
+		c.stops = append(c.stops, hub.Every(c.opts.Heartbeat, func() { s.Signal(sigPing) }))
 	}
 	stop := context.AfterFunc(ctx, func() { s.Signal(hub.SignalShutdown) })
-	defer stop()
-	var sink hub.Sink
-	if c.w.Direct() && !ss.Multi() {
-		sink = c
+	c.stops = append(c.stops, func() { stop() })
+	return nil
+}
+
+// stop releases the connection's timers.
+func (c *connection) stop() {
+	for _, f := range c.stops {
+		f()
 	}
-	var pending []*hub.Envelope
-	for {
-		if sink != nil {
-			s.Arm(sink)
-		}
-		<-s.Ready()
-		pending = ss.Next(pending[:0]) // from here on, only this goroutine writes
-		sig := s.TakeSignals()
-		switch {
-		case sig&sigReaderDone != 0:
-			c.mu.Lock()
-			msg, peer := c.closeMsg, c.peerClosed
-			c.mu.Unlock()
-			if msg != nil {
-				_ = c.w.Write(hub.AppendWSFrame(nil, hub.WSClose, msg))
-				if !peer {
-					lingerClose(c.conn)
-				}
+	c.stops = nil
+}
+
+// step writes everything pending: replies, a ping, queued messages and
+// what the sink left unsent, or the close frame. end reports that the
+// connection is over, with err saying why.
+func (c *connection) step() (end bool, err error) {
+	ss := c.ss
+	s := ss.Sub
+	c.pending = ss.Next(c.pending[:0]) // from here on, only this goroutine writes
+	sig := s.TakeSignals()
+	switch {
+	case sig&sigReaderDone != 0:
+		c.mu.Lock()
+		msg, peer := c.closeMsg, c.peerClosed
+		c.mu.Unlock()
+		if msg != nil {
+			_ = c.w.Write(hub.AppendWSFrame(nil, hub.WSClose, msg))
+			if !peer {
+				lingerClose(c.conn)
 			}
-			return nil
-		case sig&hub.SignalShutdown != 0:
+		}
+		return true, nil
+	case sig&hub.SignalShutdown != 0:
+		c.sendClose(websocket.CloseGoingAway, "server shutting down")
+		return true, nil
+	}
+	if err := s.Err(); err != nil {
+		if errors.Is(err, hub.ErrSlowConsumer) {
+			c.sendClose(websocket.CloseTryAgainLater, "slow consumer: resume with last_event_id")
+		} else {
 			c.sendClose(websocket.CloseGoingAway, "server shutting down")
-			return nil
 		}
-		if err := s.Err(); err != nil {
-			if errors.Is(err, hub.ErrSlowConsumer) {
-				c.sendClose(websocket.CloseTryAgainLater, "slow consumer: resume with last_event_id")
-			} else {
-				c.sendClose(websocket.CloseGoingAway, "server shutting down")
-			}
-			return err
-		}
-		bp := frameBufs.Get().(*[]byte)
-		buf := (*bp)[:0]
-		if sig&sigOutbox != 0 {
-			c.mu.Lock()
-			buf = append(buf, c.outbox...)
-			c.outbox = nil
-			c.mu.Unlock()
-		}
-		if sig&sigPing != 0 {
-			buf = hub.AppendWSFrame(buf, hub.WSPing, nil)
-		}
-		for _, e := range pending {
-			buf = c.appendEnvelope(buf, e)
-		}
-		err := c.w.Write(buf) // also what the sink left unsent
-		if cap(buf) <= 64<<10 {
-			*bp = buf[:0]
-			frameBufs.Put(bp)
-		}
-		if err != nil {
-			return err
-		}
-		for _, e := range pending {
-			c.opts.Observer.Delivered("ws", e)
-		}
-		clear(pending)
+		return true, err
 	}
+	bp := frameBufs.Get().(*[]byte)
+	buf := (*bp)[:0]
+	if sig&sigOutbox != 0 {
+		c.mu.Lock()
+		buf = append(buf, c.outbox...)
+		c.outbox = nil
+		c.mu.Unlock()
+	}
+	if sig&sigPing != 0 {
+		buf = hub.AppendWSFrame(buf, hub.WSPing, nil)
+	}
+	for _, e := range c.pending {
+		buf = c.appendEnvelope(buf, e)
+	}
+	err = c.w.Write(buf) // also what the sink left unsent
+	if cap(buf) <= 64<<10 {
+		*bp = buf[:0]
+		frameBufs.Put(bp)
+	}
+	if err != nil {
+		return true, err
+	}
+	for _, e := range c.pending {
+		c.opts.Observer.Delivered("ws", e)
+	}
+	clear(c.pending)
+	return false, nil
 }
 
 // frameBufs holds write buffers between bursts, so that an idle

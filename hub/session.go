@@ -27,13 +27,27 @@ type Session struct {
 	// caughtUp[i] is set once a live stream-fed message after the
 	// client's position in channel i went out: later ones follow it.
 	caughtUp []bool
+	// live: one channel, nothing replayed left to skip and caught up, so
+	// every live message is sent. Checked first on every delivery.
+	live bool
+
+	// a single channel's position and flag, kept in the session itself so
+	// that a delivery touches one object, not three
+	onePos      [1]replay.Position
+	oneCaughtUp [1]bool
 }
 
 // NewSession builds the session of s, whose client is at positions
 // (one per channel of s, in order; an empty ID means "no position"),
 // with replayed envelopes to send first.
 func NewSession(s *Subscriber, positions []replay.Position, replayed []*Envelope) *Session {
-	ss := &Session{Sub: s, Replay: replayed, positions: positions, caughtUp: make([]bool, len(positions))}
+	ss := &Session{Sub: s, Replay: replayed}
+	if len(positions) == 1 {
+		ss.onePos[0] = positions[0]
+		ss.positions, ss.caughtUp = ss.onePos[:], ss.oneCaughtUp[:]
+	} else {
+		ss.positions, ss.caughtUp = positions, make([]bool, len(positions))
+	}
 	for _, e := range replayed {
 		if ss.seen == nil {
 			ss.seen = make(map[string]map[string]struct{})
@@ -72,6 +86,9 @@ func (ss *Session) Next(buf []*Envelope) []*Envelope {
 // position (a node whose stream reader lags behind the node the client
 // resumes from delivers those live after the resume).
 func (ss *Session) Accept(e *Envelope) bool {
+	if ss.live {
+		return true
+	}
 	if ss.behind(e) {
 		return false
 	}
@@ -84,6 +101,7 @@ func (ss *Session) Accept(e *Envelope) bool {
 			ss.seen = nil
 		}
 	}
+	ss.live = ss.seen == nil && len(ss.positions) <= 1 && (len(ss.positions) == 0 || ss.caughtUp[0])
 	return true
 }
 

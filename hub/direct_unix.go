@@ -5,6 +5,7 @@ package hub
 import (
 	"net"
 	"syscall"
+	"unsafe"
 )
 
 // rawWriter writes to a TCP connection without ever waiting: what the
@@ -38,7 +39,7 @@ func (w *rawWriter) tryWrite(b []byte) bool {
 	// the goroutine, whose write reports it
 	_ = w.rc.Write(func(fd uintptr) bool {
 		for len(b) > 0 {
-			n, err := syscall.Write(int(fd), b)
+			n, err := rawWrite(fd, b)
 			if n > 0 {
 				b = b[n:]
 			}
@@ -56,4 +57,18 @@ func (w *rawWriter) tryWrite(b []byte) bool {
 	}
 	w.rest = append(w.rest[:0], b...)
 	return false
+}
+
+// rawWrite is write(2) without telling the Go scheduler about a system
+// call. The socket is non-blocking, so the call never waits; a fan-out
+// lane makes thousands of them in a row, and with syscall.Write the
+// runtime's monitor would hand the lane's P to another thread whenever
+// one write took a little longer, costing context switches and keeping
+// the monitor polling every 20µs.
+func rawWrite(fd uintptr, b []byte) (int, error) {
+	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }

@@ -157,6 +157,7 @@ func (h *Hub) runLane(lane uint32) {
 // fanOut delivers e to the subscribers of lane among subs.
 func (h *Hub) fanOut(lane uint32, e *Envelope, subs []*Subscriber, direct bool) {
 	n := uint32(len(h.lanes))
+	pushed := 0
 	for _, s := range subs {
 		if s.lane%n != lane {
 			continue
@@ -164,8 +165,19 @@ func (h *Hub) fanOut(lane uint32, e *Envelope, subs []*Subscriber, direct bool) 
 		if s.push(e, direct) {
 			h.opts.Observer.SlowConsumer()
 		}
+		if pushed++; pushed%yieldEvery == 0 {
+			// a fan-out to many thousands runs for tens of
+			// milliseconds: yield now and then, so that the runtime
+			// does not preempt it by signal (it does past 10ms) and
+			// other goroutines get a turn
+			runtime.Gosched()
+		}
 	}
 }
+
+// yieldEvery is how many subscribers a lane serves between yields: a
+// few milliseconds' worth of writes.
+const yieldEvery = 256
 
 // SetBroker sets the message bus the hub subscribes channels at.
 func (h *Hub) SetBroker(b broker.Broker) { h.broker = b }

@@ -81,7 +81,14 @@ type Hub struct {
 // fanOutJob is one message for one lane to deliver to its part of subs.
 type fanOutJob struct {
 	e    *Envelope
-	subs []*Subscriber
+	subs []member
+}
+
+// member is one subscriber of a channel, with its lane beside it: a lane
+// scans the list without touching the other lanes' subscribers.
+type member struct {
+	s    *Subscriber
+	lane uint32
 }
 
 // laneQueue is how many messages may wait for a lane before the broker's
@@ -98,7 +105,7 @@ type channel struct {
 	ready chan struct{} // closed once the broker confirmed the subscription
 	err   error         // the broker's answer; valid after ready is closed
 
-	subs   atomic.Pointer[[]*Subscriber] // copy-on-write
+	subs   atomic.Pointer[[]member] // copy-on-write
 	lastID atomic.Pointer[string]        // id of the newest message seen
 	// start is the position the broker subscription started from (set
 	// before ready is closed); first is the first message since.
@@ -155,21 +162,21 @@ func (h *Hub) runLane(lane uint32) {
 }
 
 // fanOut delivers e to the subscribers of lane among subs.
-func (h *Hub) fanOut(lane uint32, e *Envelope, subs []*Subscriber, direct bool) {
-	n := uint32(len(h.lanes))
+func (h *Hub) fanOut(lane uint32, e *Envelope, subs []member, direct bool) {
 	pushed := 0
-	for _, s := range subs {
-		if s.lane%n != lane {
+	for _, m := range subs {
+		if m.lane != lane {
 			continue
 		}
-		if s.push(e, direct) {
+		if m.s.push(e, direct) {
 			h.opts.Observer.SlowConsumer()
 		}
-		if pushed++; pushed%yieldEvery == 0 {
-			// a fan-out to many thousands runs for tens of
+		if pushed++; direct && pushed%yieldEvery == 0 {
+			// writing to many thousands of sockets takes tens of
 			// milliseconds: yield now and then, so that the runtime
-			// does not preempt it by signal (it does past 10ms) and
-			// other goroutines get a turn
+			// does not preempt the lane by signal (it does past 10ms).
+			// Not when queueing: that is quick, and a yield would put
+			// the lane behind every subscriber goroutine it just woke.
 			runtime.Gosched()
 		}
 	}
@@ -194,6 +201,7 @@ func (h *Hub) shard(name string) *shard {
 // published to them is missed. The caller must Unsubscribe it.
 func (h *Hub) Subscribe(ctx context.Context, channels []string) (*Subscriber, error) {
 	s := newSubscriber(channels, h.opts.QueueSize)
+	s.lane %= uint32(len(h.lanes))
 	for i, name := range channels {
 		c, err := h.acquire(ctx, name, s)
 		if err != nil {
@@ -339,12 +347,12 @@ func (h *Hub) expire(name string, c *channel) {
 func (c *channel) addSub(s *Subscriber) {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
-	var next []*Subscriber
+	var next []member
 	if old := c.subs.Load(); old != nil {
-		next = make([]*Subscriber, len(*old), len(*old)+1)
+		next = make([]member, len(*old), len(*old)+1)
 		copy(next, *old)
 	}
-	next = append(next, s)
+	next = append(next, member{s: s, lane: s.lane})
 	c.subs.Store(&next)
 }
 
@@ -356,8 +364,8 @@ func (c *channel) removeSub(s *Subscriber) bool {
 		return false
 	}
 	for i, x := range *old {
-		if x == s {
-			next := make([]*Subscriber, 0, len(*old)-1)
+		if x.s == s {
+			next := make([]member, 0, len(*old)-1)
 			next = append(next, (*old)[:i]...)
 			next = append(next, (*old)[i+1:]...)
 			c.subs.Store(&next)
@@ -402,8 +410,8 @@ func (h *Hub) deliver(e *Envelope) {
 	if len(*subs) <= 8 && n <= 64 {
 		// a small channel wakes only the lanes it uses
 		var used uint64
-		for _, s := range *subs {
-			used |= 1 << (s.lane % n)
+		for _, m := range *subs {
+			used |= 1 << m.lane
 		}
 		for l := range n {
 			if used&(1<<l) != 0 {
@@ -469,8 +477,8 @@ func (h *Hub) Close() {
 					c.linger.Stop()
 				}
 				if subs := c.subs.Load(); subs != nil {
-					for _, s := range *subs {
-						s.fail(ErrHubClosed)
+					for _, m := range *subs {
+						m.s.fail(ErrHubClosed)
 					}
 				}
 			}

@@ -106,7 +106,7 @@ type channel struct {
 	err   error         // the broker's answer; valid after ready is closed
 
 	subs   atomic.Pointer[[]member] // copy-on-write
-	lastID atomic.Pointer[string]        // id of the newest message seen
+	lastID atomic.Pointer[string]   // id of the newest message seen
 	// start is the position the broker subscription started from (set
 	// before ready is closed); first is the first message since.
 	start string

@@ -297,21 +297,12 @@ func (r *Redis) snapshotSlot(sr *slotReader) (args []string, idle bool) {
 		chans = append(chans, c)
 	}
 	r.mu.Unlock()
-	keys := make([]string, 0, 2*len(chans))
-	ids := make([]string, 0, len(chans))
-	for _, c := range chans {
-		c.mu.Lock()
-		if !c.noStream {
-			keys = append(keys, c.key)
-			ids = append(ids, c.lastID)
-		}
-		c.mu.Unlock()
-	}
+	args = xreadArgs(chans)
 	r.mu.Lock()
 	sr.readerGen = gen
-	sr.blocking = len(ids) > 0
+	sr.blocking = len(args) > 0
 	r.mu.Unlock()
-	return append(keys, ids...), false
+	return args, false
 }
 
 // runClusterKicker interrupts the blocked XREAD of each slot reader

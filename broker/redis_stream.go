@@ -193,6 +193,17 @@ func (r *Redis) snapshot() []string {
 		chans = append(chans, c)
 	}
 	r.mu.RUnlock()
+	args := xreadArgs(chans)
+	r.mu.Lock()
+	r.readerGen = gen
+	r.readerBlocking = len(args) > 0
+	r.mu.Unlock()
+	return args
+}
+
+// xreadArgs returns the XREAD STREAMS arguments of chans: the keys of
+// those fed by a stream, then the id each has read up to.
+func xreadArgs(chans []*redisChan) []string {
 	keys := make([]string, 0, 2*len(chans))
 	ids := make([]string, 0, len(chans))
 	for _, c := range chans {
@@ -203,10 +214,6 @@ func (r *Redis) snapshot() []string {
 		}
 		c.mu.Unlock()
 	}
-	r.mu.Lock()
-	r.readerGen = gen
-	r.readerBlocking = len(ids) > 0
-	r.mu.Unlock()
 	return append(keys, ids...)
 }
 

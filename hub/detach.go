@@ -78,13 +78,10 @@ var errClientGone = errors.New("client closed the connection")
 // going away (an SSE client sends nothing after its request). Writing
 // needs no goroutine while the stream is idle: the hub writes messages
 // to the socket itself when it can (see Sink), and a goroutine is started
-// for the rest (see Subscriber.SetRunner) and ends once it is written.
+// for the rest (see Subscriber.ServeWrites) and ends once it is written.
 func (o *chunkedOut) serve(ss *Session, opts SSEOptions) error {
-	s := ss.Sub
 	st := newSSEStream(ss, opts, o)
-	done := make(chan struct{})
-	var result error
-	finish := func(err error) {
+	wait := ss.Sub.ServeWrites(st.sink, func() error { return st.start(context.Background()) }, st.step, func(err error) {
 		st.stop()
 		if err == nil || errors.Is(err, ErrSlowConsumer) || errors.Is(err, ErrHubClosed) {
 			// the server ends the stream: close the body properly
@@ -92,37 +89,16 @@ func (o *chunkedOut) serve(ss *Session, opts SSEOptions) error {
 			_ = o.w.Write([]byte("0\r\n\r\n")) // after what a sink left unsent
 		}
 		_ = o.conn.Close() // ends the reader below
-		result = err
-		close(done)
-	}
-	run := func() {
-		for {
-			if end, err := st.step(); end {
-				finish(err)
-				return
-			}
-			if s.Idle(st.sink) {
-				return
-			}
-		}
-	}
-	s.SetRunner(run) // this goroutine is the runner until it goes idle
-	if err := st.start(context.Background()); err != nil {
-		finish(err)
-	} else if !s.Idle(st.sink) {
-		go run()
-	}
-
+	})
 	p := make([]byte, 64)
 	for {
 		if _, err := o.conn.Read(p); err != nil {
 			break
 		}
 	}
-	s.fail(errClientGone) // wakes the runner, which ends the stream
-	<-done
-	if errors.Is(result, errClientGone) {
-		return nil
+	ss.Sub.fail(errClientGone) // wakes the writer, which ends the stream
+	if err := wait(); !errors.Is(err, errClientGone) {
+		return err
 	}
-	return result
+	return nil
 }

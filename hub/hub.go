@@ -70,8 +70,9 @@ type Hub struct {
 	seed   maphash.Seed
 	shards [shardCount]shard
 
-	lanes   []chan fanOutJob
-	lanesWG sync.WaitGroup
+	lanes    []chan fanOutJob // at most 16: a lane set fits in a uint64 below
+	lanesWG  sync.WaitGroup
+	nextLane atomic.Uint32
 
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
@@ -201,7 +202,7 @@ func (h *Hub) shard(name string) *shard {
 // published to them is missed. The caller must Unsubscribe it.
 func (h *Hub) Subscribe(ctx context.Context, channels []string) (*Subscriber, error) {
 	s := newSubscriber(channels, h.opts.QueueSize)
-	s.lane %= uint32(len(h.lanes))
+	s.lane = h.nextLane.Add(1) % uint32(len(h.lanes)) // spread evenly
 	for i, name := range channels {
 		c, err := h.acquire(ctx, name, s)
 		if err != nil {
@@ -407,7 +408,7 @@ func (h *Hub) deliver(e *Envelope) {
 	}
 	j := fanOutJob{e: e, subs: *subs}
 	n := uint32(len(h.lanes))
-	if len(*subs) <= 8 && n <= 64 {
+	if len(*subs) <= 8 {
 		// a small channel wakes only the lanes it uses
 		var used uint64
 		for _, m := range *subs {

@@ -46,7 +46,7 @@ type Subscriber struct {
 	max     int
 	err     error
 	sink    Sink          // armed: the hub may write to the connection
-	run     func()        // see SetRunner
+	run     func()        // see ServeWrites
 	running bool          // run is going on some goroutine
 	notify  chan struct{} // capacity 1: "the queue or a signal is pending"
 	done    chan struct{} // closed when the subscriber is dropped
@@ -64,12 +64,9 @@ type Sink interface {
 	WriteNow(e *Envelope) bool
 }
 
-var laneSeq atomic.Uint32
-
 func newSubscriber(channels []string, max int) *Subscriber {
 	return &Subscriber{
 		Channels: channels,
-		lane:     laneSeq.Add(1),
 		max:      max,
 		notify:   make(chan struct{}, 1),
 		done:     make(chan struct{}),
@@ -125,22 +122,60 @@ func (s *Subscriber) wakeLocked() {
 	}
 }
 
-// SetRunner makes s start run on a new goroutine whenever there is
-// something to do (a message queued, a signal, a sink's unfinished
-// write, the subscriber dropped) and no run is going on, instead of
-// signalling Ready: an idle stream then has no writer goroutine, and
-// none of its stack. run drains and writes, then ends with Idle. The
-// caller counts as a running run until its first Idle.
-func (s *Subscriber) SetRunner(run func()) {
+// ServeWrites runs the writing side of a connection that has no writer
+// goroutine while it is idle. start writes what goes first, on the
+// calling goroutine. From then on, whenever there is something to write
+// (a message queued, a signal, a sink's unfinished write, the subscriber
+// dropped), a goroutine is started that calls step until nothing is left,
+// arms sink (when not nil) and ends. When start fails or a step reports
+// the end, finish runs once with the error, and no goroutine is started
+// again. ServeWrites returns at once; wait blocks until finish has run
+// and returns its error. The caller typically reads the connection
+// meanwhile, and makes the writer end (fail, Signal) when reading does.
+func (s *Subscriber) ServeWrites(sink Sink, start func() error, step func() (end bool, err error), finish func(error)) (wait func() error) {
+	done := make(chan struct{})
+	var result error
+	end := func(err error) {
+		finish(err)
+		result = err
+		close(done)
+	}
+	run := func() {
+		for {
+			if over, err := step(); over {
+				end(err) // the runner stays marked running: no other starts
+				return
+			}
+			if s.idle(sink) {
+				return
+			}
+		}
+	}
+	s.setRunner(run) // the caller is the runner until it goes idle
+	if err := start(); err != nil {
+		end(err)
+	} else if !s.idle(sink) {
+		go run()
+	}
+	return func() error {
+		<-done
+		return result
+	}
+}
+
+// setRunner makes s start run on a new goroutine whenever there is
+// something to do and no run is going on, instead of signalling Ready.
+// The caller counts as a running run until its first idle.
+func (s *Subscriber) setRunner(run func()) {
 	s.mu.Lock()
 	s.run = run
 	s.running = true
 	s.mu.Unlock()
 }
 
-// Idle ends a run, arming k (when not nil), if nothing is left to do;
+// idle ends a run, arming k (when not nil), if nothing is left to do;
 // otherwise it reports false and the run goes on.
-func (s *Subscriber) Idle(k Sink) bool {
+func (s *Subscriber) idle(k Sink) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil || len(s.queue) > 0 || s.signals.Load() != 0 {

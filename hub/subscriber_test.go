@@ -28,7 +28,7 @@ func TestSubscriberSinkAndRunner(t *testing.T) {
 	runs := make(chan []*Envelope, 4)
 	var running atomic.Int32
 	var k recordSink
-	s.SetRunner(func() {
+	s.setRunner(func() {
 		if running.Add(1) != 1 {
 			t.Error("two runs at once")
 		}
@@ -37,7 +37,7 @@ func TestSubscriberSinkAndRunner(t *testing.T) {
 			got = s.Drain(got)
 			s.TakeSignals()
 			running.Add(-1)
-			if s.Idle(&k) {
+			if s.idle(&k) {
 				runs <- got
 				return
 			}
@@ -47,7 +47,7 @@ func TestSubscriberSinkAndRunner(t *testing.T) {
 	e := func(id string) *Envelope { return NewEnvelope(&broker.Message{Channel: "c", ID: id}) }
 
 	// the caller is the first run; nothing queued: it goes idle, armed
-	if !s.Idle(&k) {
+	if !s.idle(&k) {
 		t.Fatal("Idle with nothing to do did not end the run")
 	}
 	s.push(e("1"), true)

@@ -207,41 +207,18 @@ func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.
 // client's frames. Writing needs no goroutine while the connection is
 // idle: the hub writes messages to the socket itself when it can (see
 // hub.Sink), and a goroutine is started for everything else (see
-// hub.Subscriber.SetRunner) and ends once it is written.
+// hub.Subscriber.ServeWrites) and ends once it is written.
 func (c *connection) serve(ctx context.Context) error {
-	s := c.ss.Sub
-	done := make(chan struct{})
-	var result error
-	finish := func(err error) {
-		c.stop()
-		_ = c.conn.Close() // ends the reader
-		result = err
-		close(done)
-	}
 	var sink hub.Sink
 	if c.w.Direct() && !c.ss.Multi() {
 		sink = c
 	}
-	run := func() {
-		for {
-			if end, err := c.step(); end {
-				finish(err)
-				return
-			}
-			if s.Idle(sink) {
-				return
-			}
-		}
-	}
-	s.SetRunner(run) // this goroutine is the runner until it goes idle
-	if err := c.start(ctx); err != nil {
-		finish(err)
-	} else if !s.Idle(sink) {
-		go run()
-	}
-	c.readLoop(ctx) // its end wakes the runner, which ends the connection
-	<-done
-	return result
+	wait := c.ss.Sub.ServeWrites(sink, func() error { return c.start(ctx) }, c.step, func(error) {
+		c.stop()
+		_ = c.conn.Close() // ends the reader
+	})
+	c.readLoop(ctx) // its end wakes the writer, which ends the connection
+	return wait()
 }
 
 type nopObserver struct{}

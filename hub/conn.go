@@ -12,6 +12,9 @@ import (
 // most the timeout. While that goroutine is idle, a Sink may write
 // messages with TryWrite, which never waits: on a plain TCP connection
 // the hub's fan-out then writes to the socket itself.
+//
+// The connection must be closed with Close, never directly: see
+// rawWriter.
 type ConnWriter struct {
 	conn     net.Conn
 	timeout  time.Duration
@@ -66,6 +69,15 @@ func (w *ConnWriter) Write(b []byte) error {
 		_, err = w.conn.Write(b)
 	}
 	return err
+}
+
+// Close closes the connection, after making sure the fan-out no longer
+// writes to its socket.
+func (w *ConnWriter) Close() error {
+	if w.raw != nil {
+		w.raw.close()
+	}
+	return w.conn.Close()
 }
 
 // Every calls f every d until stop is called. It uses one runtime timer

@@ -88,7 +88,7 @@ func (o *chunkedOut) serve(ss *Session, opts SSEOptions) error {
 			_ = o.conn.SetWriteDeadline(time.Now().Add(time.Second))
 			_ = o.w.Write([]byte("0\r\n\r\n")) // after what a sink left unsent
 		}
-		_ = o.conn.Close() // ends the reader below
+		_ = o.w.Close() // ends the reader below
 	})
 	p := make([]byte, 64)
 	for {

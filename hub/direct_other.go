@@ -11,3 +11,5 @@ type rawWriter struct{ rest []byte }
 func newRawWriter(net.Conn) *rawWriter { return nil }
 
 func (w *rawWriter) tryWrite([]byte) bool { return false }
+
+func (w *rawWriter) close() {}

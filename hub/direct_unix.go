@@ -4,16 +4,27 @@ package hub
 
 import (
 	"net"
+	"sync"
 	"syscall"
 	"unsafe"
 )
 
-// rawWriter writes to a TCP connection without ever waiting: what the
-// socket buffer cannot take at once is kept, for the connection's own
-// goroutine to send with an ordinary (waiting) write.
+// rawWriter writes to a TCP connection's socket without ever waiting:
+// what the socket buffer cannot take at once is kept, for the
+// connection's own goroutine to send with an ordinary (waiting) write.
+//
+// It writes to the descriptor number itself rather than through
+// syscall.RawConn: RawConn's locking and poller bookkeeping touch two
+// more objects per write, which at thousands of writes per message
+// costs more than the write's own user-space work. The price is that
+// the number must never be written to once the connection is closed,
+// when the system may hand it to another connection: ConnWriter.Close
+// marks the writer closed under mu before it closes the connection.
 type rawWriter struct {
-	rc   syscall.RawConn
-	rest []byte
+	fd     int
+	mu     sync.Mutex // held across each write, and to mark closed
+	closed bool
+	rest   []byte
 }
 
 // newRawWriter returns a writer for conn, or nil when conn is not a
@@ -28,35 +39,44 @@ func newRawWriter(conn net.Conn) *rawWriter {
 	if err != nil {
 		return nil
 	}
-	return &rawWriter{rc: rc}
+	fd := -1
+	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil || fd < 0 {
+		return nil
+	}
+	return &rawWriter{fd: fd}
 }
 
 // tryWrite writes as much of b as the socket takes now and reports
 // whether that was all of it; if not, the rest (or all of b, after an
 // error, which the waiting write then reports) is kept in w.rest.
 func (w *rawWriter) tryWrite(b []byte) bool {
-	// an error here means the connection is closed: the rest is left to
-	// the goroutine, whose write reports it
-	_ = w.rc.Write(func(fd uintptr) bool {
-		for len(b) > 0 {
-			n, err := rawWrite(fd, b)
-			if n > 0 {
-				b = b[n:]
-			}
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil || n <= 0 {
-				break
-			}
+	w.mu.Lock()
+	for !w.closed && len(b) > 0 {
+		n, err := rawWrite(w.fd, b)
+		if n > 0 {
+			b = b[n:]
 		}
-		return true // never wait for the socket here
-	})
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || n <= 0 {
+			break // full, or failed: the goroutine's write takes over
+		}
+	}
+	w.mu.Unlock()
 	if len(b) == 0 {
 		return true
 	}
 	w.rest = append(w.rest[:0], b...)
 	return false
+}
+
+// close makes every later tryWrite leave its bytes to the goroutine
+// (whose write then fails on the closed connection).
+func (w *rawWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
 }
 
 // rawWrite is write(2) without telling the Go scheduler about a system
@@ -65,8 +85,8 @@ func (w *rawWriter) tryWrite(b []byte) bool {
 // runtime's monitor would hand the lane's P to another thread whenever
 // one write took a little longer, costing context switches and keeping
 // the monitor polling every 20µs.
-func rawWrite(fd uintptr, b []byte) (int, error) {
-	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+func rawWrite(fd int, b []byte) (int, error) {
+	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 	if errno != 0 {
 		return 0, errno
 	}

@@ -82,9 +82,19 @@ func (h hijackable) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // written, gorilla's own writes (the pong and close answers it sends by
 // default, which the handlers set here replace) are dropped, so that
 // nothing is written to the connection behind this package's writer.
+// Closing it (gorilla's Close, the shutdown's) goes through that writer,
+// which must know (see hub.ConnWriter.Close).
 type quietConn struct {
 	net.Conn
 	quiet atomic.Bool
+	w     *hub.ConnWriter // set before the connection is shared
+}
+
+func (c *quietConn) Close() error {
+	if c.w != nil {
+		return c.w.Close()
+	}
+	return c.Conn.Close()
 }
 
 func (c *quietConn) Write(p []byte) (int, error) {
@@ -175,6 +185,7 @@ func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.
 	}
 	qc := conn.NetConn().(*quietConn)
 	qc.quiet.Store(true)
+	qc.w = hub.NewConnWriter(qc.Conn, writeWait)
 	if opts.OnUpgrade != nil {
 		opts.OnUpgrade(conn)
 	}
@@ -186,7 +197,7 @@ func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.
 	}
 	c := &connection{
 		conn: conn,
-		w:    hub.NewConnWriter(qc.Conn, writeWait),
+		w:    qc.w,
 		ss:   ss,
 		opts: opts,
 	}

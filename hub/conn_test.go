@@ -1,0 +1,87 @@
+//go:build unix
+
+package hub
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection accepted
+// from ln.
+func tcpPair(t *testing.T, ln net.Listener) (server, client net.Conn) {
+	t.Helper()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close(); client.Close() })
+	return server, client
+}
+
+func readWithin(c net.Conn, n int, d time.Duration) ([]byte, error) {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	b := make([]byte, n)
+	_, err := io.ReadFull(c, b)
+	return b, err
+}
+
+// The fan-out writes to a socket's descriptor number: once the writer's
+// connection is closed, that number may be another connection's, which
+// must never get a byte.
+func TestConnWriterClosedWritesNothing(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv, cli := tcpPair(t, ln)
+	w := NewConnWriter(srv, time.Second)
+	if !w.Direct() {
+		t.Fatal("a plain TCP connection should be written directly")
+	}
+	if !w.TryWrite([]byte("hello")) {
+		t.Fatal("a small write to an idle socket should go out at once")
+	}
+	if b, err := readWithin(cli, 5, 5*time.Second); err != nil || string(b) != "hello" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	fd := w.raw.fd
+	// dial first, so that the accept after the close gets the lowest
+	// free number: the one just closed
+	cli2, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli2.Close()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv2, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv2.Close()
+	if w2 := NewConnWriter(srv2, time.Second); w2.raw.fd != fd {
+		t.Logf("descriptor %d not reused (got %d): the test is weaker", fd, w2.raw.fd)
+	}
+	if w.TryWrite([]byte("stray")) {
+		t.Fatal("TryWrite on a closed writer reported success")
+	}
+	if err := w.Write(nil); err == nil {
+		t.Fatal("Write on a closed writer should fail")
+	}
+	// whatever reached the new connection arrives before its own bytes
+	if _, err := srv2.Write([]byte("mine")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := readWithin(cli2, 4, 5*time.Second); err != nil || string(b) != "mine" {
+		t.Fatalf("the new connection read %q (%v): a closed writer wrote to it", b, err)
+	}
+}

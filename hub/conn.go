@@ -16,22 +16,25 @@ import (
 // The connection must be closed with Close, never directly: see
 // rawWriter.
 type ConnWriter struct {
+	raw      rawWriter // in the writer itself: one object less per delivery
+	direct   bool      // raw can write to conn
 	conn     net.Conn
 	timeout  time.Duration
 	deadline time.Time // the write deadline set last
-	raw      *rawWriter
 }
 
 // NewConnWriter returns a writer for conn; timeout bounds each Write
 // (zero: no bound).
 func NewConnWriter(conn net.Conn, timeout time.Duration) *ConnWriter {
-	return &ConnWriter{conn: conn, timeout: timeout, raw: newRawWriter(conn)}
+	w := &ConnWriter{conn: conn, timeout: timeout}
+	w.direct = w.raw.init(conn)
+	return w
 }
 
 // Direct reports whether TryWrite can write without waiting: the
 // connection is plain TCP (not TLS, not a stream of an HTTP/2 or HTTP/3
 // connection).
-func (w *ConnWriter) Direct() bool { return w.raw != nil }
+func (w *ConnWriter) Direct() bool { return w.direct }
 
 // TryWrite writes as much of b as the socket takes at once, for a Sink's
 // WriteNow, and reports whether that was all; the rest goes out first at
@@ -41,10 +44,7 @@ func (w *ConnWriter) TryWrite(b []byte) bool { return w.raw.tryWrite(b) }
 // Write sends what TryWrite left unsent, then b, waiting at most the
 // timeout.
 func (w *ConnWriter) Write(b []byte) error {
-	var rest []byte
-	if w.raw != nil {
-		rest = w.raw.rest
-	}
+	rest := w.raw.rest
 	if len(rest) == 0 && len(b) == 0 {
 		return nil
 	}
@@ -74,7 +74,7 @@ func (w *ConnWriter) Write(b []byte) error {
 // Close closes the connection, after making sure the fan-out no longer
 // writes to its socket.
 func (w *ConnWriter) Close() error {
-	if w.raw != nil {
+	if w.direct {
 		w.raw.close()
 	}
 	return w.conn.Close()

@@ -8,7 +8,7 @@ import "net"
 // connection's goroutine.
 type rawWriter struct{ rest []byte }
 
-func newRawWriter(net.Conn) *rawWriter { return nil }
+func (w *rawWriter) init(net.Conn) bool { return false }
 
 func (w *rawWriter) tryWrite([]byte) bool { return false }
 

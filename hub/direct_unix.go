@@ -27,23 +27,23 @@ type rawWriter struct {
 	rest   []byte
 }
 
-// newRawWriter returns a writer for conn, or nil when conn is not a
+// init sets w up to write to conn, and reports false when conn is not a
 // plain TCP connection (TLS, an HTTP/2 stream): those are written by
 // their goroutine only.
-func newRawWriter(conn net.Conn) *rawWriter {
+func (w *rawWriter) init(conn net.Conn) bool {
 	tc, ok := conn.(*net.TCPConn)
 	if !ok {
-		return nil
+		return false
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return nil
+		return false
 	}
-	fd := -1
-	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil || fd < 0 {
-		return nil
+	w.fd = -1
+	if err := rc.Control(func(s uintptr) { w.fd = int(s) }); err != nil || w.fd < 0 {
+		return false
 	}
-	return &rawWriter{fd: fd}
+	return true
 }
 
 // tryWrite writes as much of b as the socket takes now and reports

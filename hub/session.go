@@ -15,6 +15,10 @@ import (
 // which differs per subscriber: only then is a message encoded per
 // subscriber.
 type Session struct {
+	// live: one channel, nothing replayed left to skip and caught up, so
+	// every live message is sent. Checked first on every delivery.
+	live bool
+
 	Sub *Subscriber
 	// Replay is sent first, in order.
 	Replay []*Envelope
@@ -27,9 +31,6 @@ type Session struct {
 	// caughtUp[i] is set once a live stream-fed message after the
 	// client's position in channel i went out: later ones follow it.
 	caughtUp []bool
-	// live: one channel, nothing replayed left to skip and caught up, so
-	// every live message is sent. Checked first on every delivery.
-	live bool
 
 	// a single channel's position and flag, kept in the session itself so
 	// that a delivery touches one object, not three
@@ -39,9 +40,11 @@ type Session struct {
 
 // NewSession builds the session of s, whose client is at positions
 // (one per channel of s, in order; an empty ID means "no position"),
-// with replayed envelopes to send first.
+// with replayed envelopes to send first. A subscriber has one session,
+// which it holds: a delivery then touches one object for both.
 func NewSession(s *Subscriber, positions []replay.Position, replayed []*Envelope) *Session {
-	ss := &Session{Sub: s, Replay: replayed}
+	ss := &s.session
+	*ss = Session{Sub: s, Replay: replayed}
 	if len(positions) == 1 {
 		ss.onePos[0] = positions[0]
 		ss.positions, ss.caughtUp = ss.onePos[:], ss.oneCaughtUp[:]

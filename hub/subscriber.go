@@ -41,11 +41,14 @@ type Subscriber struct {
 
 	lane uint32 // the hub's fan-out lane that serves this subscriber
 
-	mu      sync.Mutex
-	queue   []*Envelope
-	max     int
-	err     error
-	sink    Sink          // armed: the hub may write to the connection
+	mu    sync.Mutex
+	queue []*Envelope
+	max   int
+	err   error
+	sink  Sink // armed: the hub may write to the connection
+	// session is the connection's session (see NewSession), beside the
+	// fields a delivery reads first
+	session Session
 	run     func()        // see ServeWrites
 	running bool          // run is going on some goroutine
 	notify  chan struct{} // capacity 1: "the queue or a signal is pending"

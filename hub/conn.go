@@ -26,9 +26,16 @@ type ConnWriter struct {
 // NewConnWriter returns a writer for conn; timeout bounds each Write
 // (zero: no bound).
 func NewConnWriter(conn net.Conn, timeout time.Duration) *ConnWriter {
-	w := &ConnWriter{conn: conn, timeout: timeout}
-	w.direct = w.raw.init(conn)
+	w := new(ConnWriter)
+	w.Init(conn, timeout)
 	return w
+}
+
+// Init sets up a zero ConnWriter, for one kept inside a connection's own
+// state (a delivery then touches one object less).
+func (w *ConnWriter) Init(conn net.Conn, timeout time.Duration) {
+	w.conn, w.timeout = conn, timeout
+	w.direct = w.raw.init(conn)
 }
 
 // Direct reports whether TryWrite can write without waiting: the

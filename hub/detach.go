@@ -45,12 +45,21 @@ const chunkRoom = 10
 // chunkedOut writes a stream as the HTTP/1.1 chunks of a response body
 // on a connection taken over from net/http.
 type chunkedOut struct {
-	w    *ConnWriter
+	// the writer and the stream share one allocation: a delivery from
+	// the fan-out then touches one object besides the subscriber
+	w    ConnWriter
+	st   sseStream
 	conn net.Conn
 }
 
+func newChunkedOut(conn net.Conn, timeout time.Duration) *chunkedOut {
+	o := &chunkedOut{conn: conn}
+	o.w.Init(conn, timeout)
+	return o
+}
+
 func (*chunkedOut) room() int             { return chunkRoom }
-func (o *chunkedOut) writer() *ConnWriter { return o.w }
+func (o *chunkedOut) writer() *ConnWriter { return &o.w }
 
 // write frames b[chunkRoom:] as one chunk and sends it with one write
 // (after what a sink left unsent).
@@ -80,8 +89,9 @@ var errClientGone = errors.New("client closed the connection")
 // to the socket itself when it can (see Sink), and a goroutine is started
 // for the rest (see Subscriber.ServeWrites) and ends once it is written.
 func (o *chunkedOut) serve(ss *Session, opts SSEOptions) error {
-	st := newSSEStream(ss, opts, o)
-	wait := ss.Sub.ServeWrites(st.sink, func() error { return st.start(context.Background()) }, st.step, func(err error) {
+	st := &o.st
+	st.init(ss, opts, o)
+	wait := ss.Sub.ServeWrites(st.sink(), func() error { return st.start(context.Background()) }, st.step, func(err error) {
 		st.stop()
 		if err == nil || errors.Is(err, ErrSlowConsumer) || errors.Is(err, ErrHubClosed) {
 			// the server ends the stream: close the body properly

@@ -29,7 +29,7 @@ func TestChunkedOutFrames(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &captureConn{}
-			o := &chunkedOut{w: NewConnWriter(c, time.Second), conn: c}
+			o := newChunkedOut(c, time.Second)
 			b := append(make([]byte, chunkRoom, 512), tc.body...)
 			if err := o.write(b); err != nil {
 				t.Fatal(err)
@@ -46,7 +46,7 @@ func TestChunkedOutFrames(t *testing.T) {
 func BenchmarkChunkedWrite(b *testing.B) {
 	e := NewEnvelope(&broker.Message{Channel: "bench", ID: "1-0", Data: bytes.Repeat([]byte("x"), 200)})
 	ss := NewSession(&Subscriber{Channels: []string{"bench"}}, nil, nil)
-	o := &chunkedOut{w: NewConnWriter(&discardConn{}, 10*time.Second), conn: &discardConn{}}
+	o := newChunkedOut(&discardConn{}, 10*time.Second)
 	b.ReportAllocs()
 	for b.Loop() {
 		bp := sseBufs.Get().(*[]byte)

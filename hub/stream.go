@@ -88,7 +88,7 @@ func ServeSSE(ctx context.Context, w http.ResponseWriter, ss *Session, opts SSEO
 	w.WriteHeader(http.StatusOK)
 	if opts.Detach != nil {
 		if conn := hijackChunked(w, rc); conn != nil {
-			out := &chunkedOut{w: NewConnWriter(conn, opts.WriteTimeout), conn: conn}
+			out := newChunkedOut(conn, opts.WriteTimeout)
 			opts.Detach(func() error { return out.serve(ss, opts) })
 			return ErrDetached
 		}
@@ -123,47 +123,55 @@ func (*responseOut) writer() *ConnWriter    { return nil }
 // keeps none.
 var sseBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
-// sseSink writes a single-channel stream's messages from the hub's
-// fan-out: the shared chunk of each, straight to the socket.
-type sseSink struct {
-	ss     *Session
-	w      *ConnWriter
-	json   bool
-	obs    DeliveryObserver
-	active *atomic.Bool
-}
-
-func (k *sseSink) WriteNow(e *Envelope) bool {
-	if !k.ss.Accept(e) {
-		return true
-	}
-	k.ss.Advance(e)
-	k.active.Store(true)
-	done := k.w.TryWrite(e.SSEChunk(k.json))
-	k.obs.Delivered("sse", e)
-	return done
-}
-
 // sseStream is one SSE stream's writing side: the first write, then one
-// step per wake-up, each writing everything pending at once.
+// step per wake-up, each writing everything pending at once. On a
+// connection the hub may write to itself, it is also the Sink that does
+// so (see WriteNow).
 type sseStream struct {
+	// what a direct delivery reads, first and together
 	ss     *Session
-	opts   SSEOptions
-	out    sseOut
-	room   int
-	sink   Sink        // nil unless the hub may write to the socket itself
+	w      *ConnWriter // not nil: a single-channel stream on a direct connection
+	json   bool
 	active atomic.Bool // a message went out since the last heartbeat tick
+	obs    DeliveryObserver
+
+	opts SSEOptions
+	out  sseOut
+	room int
 
 	pending []*Envelope
 	stops   []func()
 }
 
-func newSSEStream(ss *Session, opts SSEOptions, out sseOut) *sseStream {
-	st := &sseStream{ss: ss, opts: opts, out: out, room: out.room()}
+// init sets up a zero sseStream (one may live inside its sseOut).
+func (st *sseStream) init(ss *Session, opts SSEOptions, out sseOut) {
+	st.ss, st.opts, st.out, st.room = ss, opts, out, out.room()
+	st.json, st.obs = opts.JSON, opts.Observer
 	if w := out.writer(); w != nil && w.Direct() && !ss.Multi() {
-		st.sink = &sseSink{ss: ss, w: w, json: opts.JSON, obs: opts.Observer, active: &st.active}
+		st.w = w
+	}
+}
+
+// sink is the stream as the hub's Sink, or nil when the hub may not
+// write to its connection.
+func (st *sseStream) sink() Sink {
+	if st.w == nil {
+		return nil
 	}
 	return st
+}
+
+// WriteNow writes a single-channel message from the hub's fan-out: the
+// chunk shared by every stream, straight to the socket.
+func (st *sseStream) WriteNow(e *Envelope) bool {
+	if !st.ss.Accept(e) {
+		return true
+	}
+	st.ss.Advance(e)
+	st.active.Store(true)
+	done := st.w.TryWrite(e.SSEChunk(st.json))
+	st.obs.Delivered("sse", e)
+	return done
 }
 
 // start writes the `retry:` line, the position or the replay, and sets
@@ -271,7 +279,8 @@ func (st *sseStream) step() (end bool, err error) {
 
 // serveSSE serves a stream in place, on the request's goroutine.
 func serveSSE(ctx context.Context, ss *Session, opts SSEOptions, out sseOut) error {
-	st := newSSEStream(ss, opts, out)
+	st := new(sseStream)
+	st.init(ss, opts, out)
 	err := st.start(ctx)
 	defer st.stop()
 	if err != nil {

@@ -183,23 +183,19 @@ func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.
 	if err != nil {
 		return err // the upgrader has answered the client
 	}
-	qc := conn.NetConn().(*quietConn)
-	qc.quiet.Store(true)
-	qc.w = hub.NewConnWriter(qc.Conn, writeWait)
-	if opts.OnUpgrade != nil {
-		opts.OnUpgrade(conn)
-	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
-	c := &connection{
-		conn: conn,
-		w:    qc.w,
-		ss:   ss,
-		opts: opts,
+	c := &connection{conn: conn, ss: ss, opts: opts}
+	qc := conn.NetConn().(*quietConn)
+	qc.quiet.Store(true)
+	c.w.Init(qc.Conn, writeWait)
+	qc.w = &c.w
+	if opts.OnUpgrade != nil {
+		opts.OnUpgrade(conn)
 	}
 	if opts.Detach != nil && !isExtendedConnect(r) {
 		// a hijacked connection no longer needs its request; a stream
@@ -252,10 +248,12 @@ const (
 const maxOutbox = 256 << 10
 
 type connection struct {
-	conn *websocket.Conn // for reading only
-	w    *hub.ConnWriter // every frame the server sends
+	// what a direct delivery (WriteNow) reads, first and together: the
+	// writer lives in the connection, one object less per delivery
+	w    hub.ConnWriter // every frame the server sends
 	ss   *hub.Session
 	opts Options
+	conn *websocket.Conn // for reading only
 
 	json    []byte // a multi-channel message's JSON, reused
 	pending []*hub.Envelope

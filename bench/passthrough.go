@@ -248,6 +248,7 @@ type passResult struct {
 	Rounds      []float64 `json:"events_per_s_rounds"`
 	P50         float64   `json:"p50_ms"`
 	P99         float64   `json:"p99_ms"`
+	P99Rounds   []float64 `json:"p99_ms_rounds"` // each round's own p99
 	Max         float64   `json:"max_ms"`
 	Samples     int       `json:"latency_samples"`
 	Missing     int       `json:"missing_events"`
@@ -340,6 +341,7 @@ func runPassthrough(ctx context.Context, caddyBin, dir string, pc passConfig, lo
 				s.res.Err = "paced: " + err.Error()
 			}
 			s.lats = append(s.lats, lats...)
+			s.res.P99Rounds = append(s.res.P99Rounds, ms(statsMicros(lats).P99))
 			s.res.Missing += missing
 		}
 	}

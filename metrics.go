@@ -2,7 +2,10 @@ package realtime
 
 import (
 	"errors"
+	"math"
+	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-realtime/realtime/broker"
@@ -19,7 +22,7 @@ var metrics = struct {
 	connections      *prometheus.GaugeVec
 	received         *prometheus.CounterVec
 	deliveries       *prometheus.CounterVec
-	deliverySeconds  prometheus.Histogram
+	deliverySeconds  *batchHistogram
 	slowDisconnects  prometheus.Counter
 	resets           *prometheus.CounterVec
 	refusals         *prometheus.CounterVec
@@ -52,11 +55,9 @@ func initMetrics(reg *prometheus.Registry) error {
 			Namespace: ns, Name: "deliveries_total",
 			Help: "Messages written to clients, by transport.",
 		}, []string{"transport"})
-		m.deliverySeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: ns, Name: "delivery_seconds",
-			Help:    "Time from a message reaching the node to its write to a client.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-		})
+		m.deliverySeconds = newBatchHistogram(prometheus.BuildFQName(ns, "", "delivery_seconds"),
+			"Time from a message reaching the node to its write to a client.",
+			[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5})
 		m.slowDisconnects = prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "slow_consumer_disconnects_total",
 			Help: "Subscribers dropped because they fell too far behind.",
@@ -127,18 +128,60 @@ func (observer) SlowConsumer() { metrics.slowDisconnects.Inc() }
 
 func (observer) Reset(reason string) { metrics.resets.WithLabelValues(reason).Inc() }
 
-func (observer) Delivered(transport string, e *hub.Envelope) {
+func (observer) Delivered(transport string, e *hub.Envelope, n int) {
 	switch transport {
 	case "sse":
-		metrics.deliveredSSE.Inc()
+		metrics.deliveredSSE.Add(float64(n))
 	case "ws":
-		metrics.deliveredWS.Inc()
+		metrics.deliveredWS.Add(float64(n))
 	default:
-		metrics.deliveredPoll.Inc()
+		metrics.deliveredPoll.Add(float64(n))
 	}
 	if !e.Msg.Received.IsZero() {
-		metrics.deliverySeconds.Observe(time.Since(e.Msg.Received).Seconds())
+		metrics.deliverySeconds.observe(time.Since(e.Msg.Received).Seconds(), uint64(n))
 	}
+}
+
+// batchHistogram is a Prometheus histogram that takes n observations of
+// one value at once: the hub's fan-out reports its writes in batches
+// (see hub.Tally), and client_golang's histograms take one at a time.
+type batchHistogram struct {
+	desc    *prometheus.Desc
+	bounds  []float64       // upper bounds, ascending
+	counts  []atomic.Uint64 // per bucket, not cumulative; the last is +Inf
+	sumBits atomic.Uint64   // float64 bits
+}
+
+func newBatchHistogram(name, help string, bounds []float64) *batchHistogram {
+	return &batchHistogram{
+		desc:   prometheus.NewDesc(name, help, nil, nil),
+		bounds: bounds,
+		counts: make([]atomic.Uint64, len(bounds)+1),
+	}
+}
+
+func (h *batchHistogram) observe(v float64, n uint64) {
+	h.counts[sort.SearchFloat64s(h.bounds, v)].Add(n)
+	for {
+		old := h.sumBits.Load()
+		sum := math.Float64frombits(old) + v*float64(n)
+		if h.sumBits.CompareAndSwap(old, math.Float64bits(sum)) {
+			return
+		}
+	}
+}
+
+func (h *batchHistogram) Describe(ch chan<- *prometheus.Desc) { ch <- h.desc }
+
+func (h *batchHistogram) Collect(ch chan<- prometheus.Metric) {
+	buckets := make(map[float64]uint64, len(h.bounds))
+	var count uint64
+	for i, b := range h.bounds {
+		count += h.counts[i].Load()
+		buckets[b] = count
+	}
+	count += h.counts[len(h.bounds)].Load()
+	ch <- prometheus.MustNewConstHistogram(h.desc, count, math.Float64frombits(h.sumBits.Load()), buckets)
 }
 
 func refuse(reason string) { metrics.refusals.WithLabelValues(reason).Inc() }

@@ -81,7 +81,7 @@ func Serve(ctx context.Context, w http.ResponseWriter, ss *hub.Session, opts Opt
 	}
 	if opts.Observer != nil {
 		for _, e := range sent {
-			opts.Observer.Delivered("longpoll", e)
+			opts.Observer.Delivered("longpoll", e, 1)
 		}
 	}
 	return nil

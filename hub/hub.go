@@ -71,6 +71,7 @@ type Hub struct {
 	shards [shardCount]shard
 
 	lanes    []chan fanOutJob // at most 16: a lane set fits in a uint64 below
+	tallies  []Tally          // one per lane
 	lanesWG  sync.WaitGroup
 	nextLane atomic.Uint32
 
@@ -137,6 +138,7 @@ func New(opts Options) *Hub {
 		h.shards[i].channels = make(map[string]*channel)
 	}
 	h.lanes = make([]chan fanOutJob, min(max(runtime.GOMAXPROCS(0), 1), 16))
+	h.tallies = make([]Tally, len(h.lanes))
 	for i := range h.lanes {
 		h.lanes[i] = make(chan fanOutJob, laneQueue)
 		h.lanesWG.Add(1)
@@ -164,12 +166,13 @@ func (h *Hub) runLane(lane uint32) {
 
 // fanOut delivers e to the subscribers of lane among subs.
 func (h *Hub) fanOut(lane uint32, e *Envelope, subs []member, direct bool) {
+	t := &h.tallies[lane]
 	pushed := 0
 	for _, m := range subs {
 		if m.lane != lane {
 			continue
 		}
-		if m.s.push(e, direct) {
+		if m.s.push(e, direct, t) {
 			h.opts.Observer.SlowConsumer()
 		}
 		if pushed++; direct && pushed%yieldEvery == 0 {
@@ -178,9 +181,13 @@ func (h *Hub) fanOut(lane uint32, e *Envelope, subs []member, direct bool) {
 			// does not preempt the lane by signal (it does past 10ms).
 			// Not when queueing: that is quick, and a yield would put
 			// the lane behind every subscriber goroutine it just woke.
+			// The writes so far are reported first, so that metrics
+			// time each batch when it went out.
+			t.flush(e)
 			runtime.Gosched()
 		}
 	}
+	t.flush(e)
 }
 
 // yieldEvery is how many subscribers a lane serves between yields: a

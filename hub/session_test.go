@@ -50,7 +50,7 @@ func TestSessionDropsStreamMessagesAtOrBeforePosition(t *testing.T) {
 			}
 			s := newSubscriber(chans, 64)
 			for _, m := range tc.live {
-				s.push(NewEnvelope(m), false)
+				s.push(NewEnvelope(m), false, nil)
 			}
 			ss := NewSession(s, tc.positions, nil)
 			var got []string

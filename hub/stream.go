@@ -12,15 +12,17 @@ import (
 	"github.com/caddy-realtime/realtime/sse"
 )
 
-// DeliveryObserver counts what reaches clients, for metrics.
+// DeliveryObserver counts what reaches clients, for metrics. Its
+// implementations must be comparable (a Tally tells them apart).
 type DeliveryObserver interface {
-	// Delivered is called once per message written to one client.
-	Delivered(transport string, e *Envelope)
+	// Delivered is called when e was written to n clients: one by a
+	// connection's goroutine, or a batch by the hub's fan-out (see Tally).
+	Delivered(transport string, e *Envelope, n int)
 }
 
 type nopDelivery struct{}
 
-func (nopDelivery) Delivered(string, *Envelope) {}
+func (nopDelivery) Delivered(string, *Envelope, int) {}
 
 // SSEOptions configures one hub SSE stream.
 type SSEOptions struct {
@@ -163,14 +165,14 @@ func (st *sseStream) sink() Sink {
 
 // WriteNow writes a single-channel message from the hub's fan-out: the
 // chunk shared by every stream, straight to the socket.
-func (st *sseStream) WriteNow(e *Envelope) bool {
+func (st *sseStream) WriteNow(e *Envelope, t *Tally) bool {
 	if !st.ss.Accept(e) {
 		return true
 	}
 	st.ss.Advance(e)
 	st.active.Store(true)
 	done := st.w.TryWrite(e.SSEChunk(st.json))
-	st.obs.Delivered("sse", e)
+	t.Add(st.obs, "sse")
 	return done
 }
 
@@ -199,7 +201,7 @@ func (st *sseStream) start(ctx context.Context) error {
 		return err
 	}
 	for _, e := range ss.Replay {
-		opts.Observer.Delivered("sse", e)
+		opts.Observer.Delivered("sse", e, 1)
 	}
 	ss.Replay = nil
 
@@ -271,7 +273,7 @@ func (st *sseStream) step() (end bool, err error) {
 		return true, err
 	}
 	for _, e := range st.pending {
-		opts.Observer.Delivered("sse", e)
+		opts.Observer.Delivered("sse", e, 1)
 	}
 	clear(st.pending)
 	return shutdown, nil

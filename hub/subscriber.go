@@ -63,8 +63,43 @@ type Subscriber struct {
 type Sink interface {
 	// WriteNow sends e without waiting and reports whether all of it
 	// went out; if not, the sink keeps the rest and the subscriber's
-	// goroutine is woken to send it.
-	WriteNow(e *Envelope) bool
+	// goroutine is woken to send it. It counts what it writes in t.
+	WriteNow(e *Envelope, t *Tally) bool
+}
+
+// Tally counts what a fan-out lane writes through sinks, by observer and
+// transport, for the lane to report in batches: with every lane updating
+// the same metrics on every write, the cores would take turns owning
+// their cache lines.
+type Tally struct {
+	entries []tallyEntry
+}
+
+type tallyEntry struct {
+	obs       DeliveryObserver
+	transport string
+	n         int
+}
+
+// Add counts one write of the message being fanned out.
+func (t *Tally) Add(obs DeliveryObserver, transport string) {
+	for i := range t.entries {
+		if en := &t.entries[i]; en.transport == transport && en.obs == obs {
+			en.n++
+			return
+		}
+	}
+	t.entries = append(t.entries, tallyEntry{obs: obs, transport: transport, n: 1})
+}
+
+// flush reports the writes of e counted since the last flush.
+func (t *Tally) flush(e *Envelope) {
+	for i := range t.entries {
+		if en := &t.entries[i]; en.n > 0 {
+			en.obs.Delivered(en.transport, e, en.n)
+			en.n = 0
+		}
+	}
 }
 
 func newSubscriber(channels []string, max int) *Subscriber {
@@ -77,16 +112,16 @@ func newSubscriber(channels []string, max int) *Subscriber {
 }
 
 // push delivers e: written by the armed sink when direct is allowed and
-// the socket takes it, queued otherwise. It never blocks; a full queue
-// drops the subscriber.
-func (s *Subscriber) push(e *Envelope, direct bool) (dropped bool) {
+// the socket takes it (counted in t), queued otherwise. It never blocks;
+// a full queue drops the subscriber.
+func (s *Subscriber) push(e *Envelope, direct bool, t *Tally) (dropped bool) {
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
 		return false
 	}
 	if s.sink != nil {
-		if direct && s.sink.WriteNow(e) {
+		if direct && s.sink.WriteNow(e, t) {
 			s.mu.Unlock()
 			return false
 		}

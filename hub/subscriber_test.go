@@ -15,7 +15,7 @@ type recordSink struct {
 	full bool
 }
 
-func (k *recordSink) WriteNow(e *Envelope) bool {
+func (k *recordSink) WriteNow(e *Envelope, _ *Tally) bool {
 	if k.full {
 		return false
 	}
@@ -50,14 +50,14 @@ func TestSubscriberSinkAndRunner(t *testing.T) {
 	if !s.idle(&k) {
 		t.Fatal("Idle with nothing to do did not end the run")
 	}
-	s.push(e("1"), true)
-	s.push(e("2"), true)
+	s.push(e("1"), true, &Tally{})
+	s.push(e("2"), true, &Tally{})
 	if len(k.got) != 2 {
 		t.Fatalf("armed sink wrote %d messages, want 2", len(k.got))
 	}
 	// not allowed to write directly (the lane is behind): queued, and a
 	// run starts and drains it
-	s.push(e("3"), false)
+	s.push(e("3"), false, &Tally{})
 	select {
 	case got := <-runs:
 		if len(got) != 1 || got[0].Msg.ID != "3" {
@@ -69,7 +69,7 @@ func TestSubscriberSinkAndRunner(t *testing.T) {
 	// the run re-armed the sink; a socket that cannot take a message
 	// hands it to a run (the sink keeps the rest)
 	k.full = true
-	s.push(e("4"), true)
+	s.push(e("4"), true, &Tally{})
 	select {
 	case got := <-runs:
 		if len(got) != 0 {
@@ -84,5 +84,32 @@ func TestSubscriberSinkAndRunner(t *testing.T) {
 	case <-runs:
 	case <-time.After(5 * time.Second):
 		t.Fatal("no run for a signal")
+	}
+}
+
+type countObserver struct{ got map[string]int }
+
+func (o *countObserver) Delivered(transport string, _ *Envelope, n int) { o.got[transport] += n }
+
+// A lane's tally adds up writes by observer and transport, and a flush
+// reports each count once and starts again from zero.
+func TestTallyFlush(t *testing.T) {
+	a, b := &countObserver{got: map[string]int{}}, &countObserver{got: map[string]int{}}
+	var tl Tally
+	e := NewEnvelope(&broker.Message{Channel: "c", ID: "1"})
+	for range 3 {
+		tl.Add(a, "sse")
+	}
+	tl.Add(a, "ws")
+	tl.Add(b, "sse")
+	tl.flush(e)
+	if a.got["sse"] != 3 || a.got["ws"] != 1 || b.got["sse"] != 1 {
+		t.Fatalf("after the first flush: a %v, b %v", a.got, b.got)
+	}
+	tl.flush(e)
+	tl.Add(b, "sse")
+	tl.flush(e)
+	if a.got["sse"] != 3 || a.got["ws"] != 1 || b.got["sse"] != 2 {
+		t.Fatalf("a flush reported a count twice: a %v, b %v", a.got, b.got)
 	}
 }

@@ -1310,6 +1310,11 @@ func TestHubMetrics(t *testing.T) {
 		waitMetric(t, e.c, "realtime_deliveries_total", map[string]string{"transport": tr}, func(v float64) bool { return v == 3 })
 	}
 	waitMetric(t, e.c, "realtime_deliveries_total", map[string]string{"transport": "longpoll"}, func(v float64) bool { return v >= 1 })
+	// every delivery is timed, the fan-out's batches included
+	m = e.c.Metrics(t)
+	if n, want := metricValue(m, "realtime_delivery_seconds_count", nil), metricValue(m, "realtime_deliveries_total", nil); n != want || n < 7 {
+		t.Errorf("realtime_delivery_seconds_count = %v, want realtime_deliveries_total = %v (at least 7)", n, want)
+	}
 	if !strings.Contains(m, "realtime_slow_consumer_disconnects_total") {
 		t.Errorf("no realtime_slow_consumer_disconnects_total in /metrics")
 	}

@@ -230,7 +230,7 @@ func (c *connection) serve(ctx context.Context) error {
 
 type nopObserver struct{}
 
-func (nopObserver) Delivered(string, *hub.Envelope) {}
+func (nopObserver) Delivered(string, *hub.Envelope, int) {}
 
 // Signals of a connection's subscriber, besides the hub's.
 const (
@@ -267,13 +267,13 @@ type connection struct {
 
 // WriteNow writes a single-channel message from the hub's fan-out: the
 // frame shared by every connection, straight to the socket (hub.Sink).
-func (c *connection) WriteNow(e *hub.Envelope) bool {
+func (c *connection) WriteNow(e *hub.Envelope, t *hub.Tally) bool {
 	if !c.ss.Accept(e) {
 		return true
 	}
 	c.ss.Advance(e)
 	done := c.w.TryWrite(e.WebSocket())
-	c.opts.Observer.Delivered("ws", e)
+	t.Add(c.opts.Observer, "ws")
 	return done
 }
 
@@ -290,7 +290,7 @@ func (c *connection) start(ctx context.Context) error {
 		return err
 	}
 	for _, e := range ss.Replay {
-		c.opts.Observer.Delivered("ws", e)
+		c.opts.Observer.Delivered("ws", e, 1)
 	}
 	ss.Replay = nil
 	if c.opts.Heartbeat > 0 {
@@ -364,7 +364,7 @@ func (c *connection) step() (end bool, err error) {
 		return true, err
 	}
 	for _, e := range c.pending {
-		c.opts.Observer.Delivered("ws", e)
+		c.opts.Observer.Delivered("ws", e, 1)
 	}
 	clear(c.pending)
 	return false, nil

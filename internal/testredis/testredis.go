@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,11 +77,12 @@ func (s *Server) start(bin string) error {
 		"--dir", s.Dir,
 		"--daemonize", "no",
 		"--loglevel", "warning",
+		// in a file, not in the test's output (benchmark results among them)
+		"--logfile", filepath.Join(s.Dir, "redis.log"),
 	}
 	args = append(args, s.args...)
 	cmd := exec.Command(bin, args...)
-	cmd.Stdout = os.Stderr
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = os.Stderr // what it says before it opens its log
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting redis-server: %w", err)
 	}
@@ -88,7 +90,11 @@ func (s *Server) start(bin string) error {
 	s.cmd = cmd
 	s.mu.Unlock()
 	go func() { _ = cmd.Wait() }()
-	return waitReady(s.Addr(), 10*time.Second)
+	if err := waitReady(s.Addr(), 10*time.Second); err != nil {
+		log, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
+		return fmt.Errorf("%w; redis-server log:\n%s", err, log)
+	}
+	return nil
 }
 
 // Kill stops the server at once (SIGKILL), as a crash would.

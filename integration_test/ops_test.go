@@ -370,6 +370,37 @@ func TestWebSocketFrameLimit(t *testing.T) {
 	}
 }
 
+// TestWebSocketProtocolError: a client that breaks the WebSocket protocol
+// (here, a frame with a reserved bit set and no extension agreed) is
+// closed with 1002 and gorilla's reason.
+func TestWebSocketProtocolError(t *testing.T) {
+	c := startOps(t, "", "30s", "")
+	conn, _, err := websocket.DefaultDialer.Dial(harness.WSURL(c.URL("/hub?channel=a")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := conn.ReadMessage(); err != nil { // subscribed
+		t.Fatal(err)
+	}
+	// FIN + RSV1 + text, masked, empty body, zero mask key
+	if _, err := conn.NetConn().Write([]byte{0xC1, 0x80, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, _, err := conn.ReadMessage()
+		if err == nil {
+			continue
+		}
+		ce, ok := err.(*websocket.CloseError)
+		if !ok || ce.Code != websocket.CloseProtocolError || !strings.Contains(ce.Text, "RSV1") {
+			t.Fatalf("closed with %v, want 1002 with a reason", err)
+		}
+		return
+	}
+}
+
 var heapInuseRE = regexp.MustCompile(`(?m)^go_memstats_heap_inuse_bytes ([0-9.e+]+)$`)
 
 // heapInuse forces a garbage collection in Caddy (through the admin

@@ -13,6 +13,7 @@ package ws
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -79,15 +80,19 @@ func (h hijackable) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // quietConn is the connection as gorilla sees it: once the handshake is
-// written, gorilla's own writes (the pong and close answers it sends by
-// default, which the handlers set here replace) are dropped, so that
-// nothing is written to the connection behind this package's writer.
-// Closing it (gorilla's Close, the shutdown's) goes through that writer,
-// which must know (see hub.ConnWriter.Close).
+// written, gorilla's own writes are not sent, so that nothing is written
+// to the connection behind this package's writer. The pong and close
+// answers gorilla sends by default are replaced by the handlers set in
+// readLoop; what is left is the close frame gorilla writes when a client
+// breaks the protocol (1002, with the reason), which is handed to
+// onClose for the writer to send.
+// Closing the connection (gorilla's Close, the shutdown's) goes through
+// that writer, which must know (see hub.ConnWriter.Close).
 type quietConn struct {
 	net.Conn
-	quiet atomic.Bool
-	w     *hub.ConnWriter // set before the connection is shared
+	quiet   atomic.Bool
+	w       *hub.ConnWriter   // set before the connection is shared
+	onClose func(body []byte) // set before the connection is shared
 }
 
 func (c *quietConn) Close() error {
@@ -98,10 +103,15 @@ func (c *quietConn) Close() error {
 }
 
 func (c *quietConn) Write(p []byte) (int, error) {
-	if c.quiet.Load() {
-		return len(p), nil
+	if !c.quiet.Load() {
+		return c.Conn.Write(p)
 	}
-	return c.Conn.Write(p)
+	// a server frame is unmasked; a control frame's body is at most 125
+	// bytes, so its length is in the second byte
+	if len(p) >= 2 && p[0] == 0x80|hub.WSClose && int(p[1]) == len(p)-2 && c.onClose != nil {
+		c.onClose(bytes.Clone(p[2:]))
+	}
+	return len(p), nil
 }
 
 // PublishFunc publishes a client's message and returns its id. Its error
@@ -194,6 +204,7 @@ func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.
 	qc.quiet.Store(true)
 	c.w.Init(qc.Conn, writeWait)
 	qc.w = &c.w
+	qc.onClose = c.closeWith
 	if opts.OnUpgrade != nil {
 		opts.OnUpgrade(conn)
 	}
@@ -442,12 +453,12 @@ func (c *connection) readLoop(ctx context.Context) {
 			return
 		}
 		if rl != nil && !rl.Allow() {
-			c.closeWith(websocket.ClosePolicyViolation, fmt.Sprintf("too many frames: at most %g per second", c.opts.FrameRate))
+			c.closeWith(websocket.FormatCloseMessage(websocket.ClosePolicyViolation, fmt.Sprintf("too many frames: at most %g per second", c.opts.FrameRate)))
 			c.limited("frame rate")
 			return
 		}
 		if typ != websocket.TextMessage {
-			c.closeWith(websocket.CloseUnsupportedData, "binary frames are not supported: send JSON text frames")
+			c.closeWith(websocket.FormatCloseMessage(websocket.CloseUnsupportedData, "binary frames are not supported: send JSON text frames"))
 			return
 		}
 		data, err := io.ReadAll(io.LimitReader(rd, limit+1))
@@ -455,7 +466,7 @@ func (c *connection) readLoop(ctx context.Context) {
 			return
 		}
 		if int64(len(data)) > limit {
-			c.closeWith(websocket.CloseMessageTooBig, fmt.Sprintf("frame exceeds message_size (%d bytes)", limit))
+			c.closeWith(websocket.FormatCloseMessage(websocket.CloseMessageTooBig, fmt.Sprintf("frame exceeds message_size (%d bytes)", limit)))
 			c.limited("frame size")
 			return
 		}
@@ -480,9 +491,11 @@ func (c *connection) limited(what string) {
 	}
 }
 
-func (c *connection) closeWith(code int, reason string) {
+func (c *connection) closeWith(body []byte) {
 	c.mu.Lock()
-	c.closeMsg = websocket.FormatCloseMessage(code, reason)
+	if c.closeMsg == nil {
+		c.closeMsg = body
+	}
 	c.mu.Unlock()
 }
 

@@ -86,3 +86,133 @@ func TestRedisClusterTwoNodes(t *testing.T) {
 	r := cursorSSE(t, b, "channel=orders", http.Header{"Last-Event-Id": {first}})
 	cursorExpect(t, r, "missed 0", "missed 1", "missed 2")
 }
+
+// TestRedisClusterFailover: a cluster whose masters have replicas. When
+// the replica of the master holding a channel's slot takes over, by
+// CLUSTER FAILOVER or because the master crashed, the module follows: the
+// stream reader reads on from its last id on the new master, and the
+// sharded subscription moves there.
+func TestRedisClusterFailover(t *testing.T) {
+	for _, crash := range []bool{false, true} {
+		name := "manual"
+		if crash {
+			name = "crash"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testClusterFailover(t, crash)
+		})
+	}
+}
+
+func testClusterFailover(t *testing.T, crash bool) {
+	cl := testredis.StartClusterWithReplicas(t, 3, 1)
+	c := harness.StartCaddy(t, `
+{
+}
+:{{.HTTPPort}} {
+	realtime /hub* {
+		hub
+		redis `+strings.Join(cl.URLs(), " ")+`
+		publish_key k
+	}
+}
+`)
+	backend := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
+	defer backend.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const key = "realtime:orders"
+
+	// the master of the key's slot, and its replica
+	mc, err := backend.MasterForKey(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var master, replica *testredis.Server
+	for _, s := range cl.Servers {
+		if s.Addr() == mc.Options().Addr {
+			master = s
+		}
+	}
+	if master == nil {
+		t.Fatalf("no server at %s", mc.Options().Addr)
+	}
+	for _, s := range cl.Servers {
+		if s == master || s.Role() != "slave" {
+			continue
+		}
+		if info, _ := s.Do("INFO", "replication"); strings.Contains(fmt.Sprint(info), fmt.Sprintf("master_port:%d\r", master.Port)) {
+			replica = s
+		}
+	}
+	if replica == nil {
+		t.Fatalf("no replica of %s", master.Addr())
+	}
+
+	s := cursorSSE(t, c, "channel=orders", nil)
+	if err := backend.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []any{"data", "before"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ev := s.next(t); ev.Data != "before" {
+		t.Fatalf("got %q, want the message published before the failover", ev.Data)
+	}
+
+	start := time.Now()
+	if crash {
+		master.Kill()
+	} else if _, err := replica.Do("CLUSTER", "FAILOVER"); err != nil {
+		t.Fatal(err)
+	}
+	for replica.Role() != "master" || (!crash && master.Role() != "slave") {
+		if ctx.Err() != nil {
+			t.Fatal("the replica did not take over")
+		}
+		time.Sleep(50 * time.Millisecond) // polling roles: no event to await
+	}
+	t.Logf("failover took %v", time.Since(start))
+	// the backend writes to the new master itself: go-redis' cluster
+	// client can take a minute to give up on a crashed node
+	v, err := replica.Do("XADD", key, "*", "data", "after")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := fmt.Sprint(v)
+	ev := nextWithin(t, s, 30*time.Second)
+	for ev.Event == "realtime.reset" {
+		// a crash drops the sharded subscription: pub/sub messages may
+		// have been lost, and the client is told so
+		ev = nextWithin(t, s, 30*time.Second)
+	}
+	if ev.Data != "after" || ev.ID != id {
+		t.Fatalf("after the failover got %q (id %s), want %q (id %s)", ev.Data, ev.ID, "after", id)
+	}
+	t.Logf("first stream message after %v", time.Since(start))
+
+	// sharded pub/sub is live only: publish once the module subscribed on
+	// the new master
+	for {
+		v, err := replica.Do("PUBSUB", "SHARDNUMSUB", key)
+		if err == nil && fmt.Sprint(v) == fmt.Sprintf("[%s 1]", key) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the module did not subscribe on the new master (SHARDNUMSUB %v, %v)", v, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("sharded subscription moved after %v", time.Since(start))
+	if _, err := replica.Do("SPUBLISH", key, "sharded after"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev := nextWithin(t, s, 10*time.Second)
+		if ev.Event == "realtime.reset" {
+			continue // the resubscription may announce a gap in pub/sub
+		}
+		if ev.Data != "sharded after" {
+			t.Fatalf("got %q (event %q), want the message SPUBLISHed on the new master", ev.Data, ev.Event)
+		}
+		break
+	}
+}

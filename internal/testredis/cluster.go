@@ -39,18 +39,25 @@ func (c *Cluster) Addrs() []string {
 // reports cluster_state:ok.
 func StartCluster(t testing.TB, masters int) *Cluster {
 	t.Helper()
+	return StartClusterWithReplicas(t, masters, 0)
+}
+
+// StartClusterWithReplicas is StartCluster with replicas per master (the
+// servers after the masters), each in sync before it returns.
+func StartClusterWithReplicas(t testing.TB, masters, replicas int) *Cluster {
+	t.Helper()
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		t.Fatal("redis-cli not found: run `make test`, which installs it")
 	}
 	c := &Cluster{}
-	for i := 0; i < masters; i++ {
+	for i := 0; i < masters*(1+replicas); i++ {
 		conf := filepath.Join(t.TempDir(), "nodes.conf")
 		c.Servers = append(c.Servers, Start(t, "--cluster-enabled", "yes", "--cluster-config-file", conf, "--cluster-node-timeout", "2000"))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", fmt.Sprint(replicas), "--cluster-yes")
 	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
@@ -67,5 +74,32 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 			time.Sleep(20 * time.Millisecond) // polling the cluster state: no event to await
 		}
 	}
+	for _, s := range c.Servers {
+		for {
+			v, err := s.Do("INFO", "replication")
+			info := fmt.Sprint(v)
+			if err == nil && (strings.Contains(info, "role:master") || strings.Contains(info, "master_link_status:up")) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %s not in sync: %v %v", s.Addr(), info, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	return c
+}
+
+// Role is "master" or "slave", as the server says now.
+func (s *Server) Role() string {
+	v, err := s.Do("INFO", "replication")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(fmt.Sprint(v), "\n") {
+		if r, ok := strings.CutPrefix(strings.TrimSpace(line), "role:"); ok {
+			return r
+		}
+	}
+	return ""
 }

@@ -15,8 +15,8 @@ import (
 )
 
 // Sentinel is a master, one replica and one Sentinel watching them (with
-// a quorum of one and a short down-after, so that a failover takes about
-// a second).
+// a quorum of one and a short down-after, so that a failover takes two
+// seconds or so).
 type Sentinel struct {
 	Master, Replica *Server
 	Sentinel        *Server
@@ -92,7 +92,7 @@ bind 127.0.0.1
 dir %s
 logfile %s
 sentinel monitor %s 127.0.0.1 %d 1
-sentinel down-after-milliseconds %s 500
+sentinel down-after-milliseconds %s 1000
 sentinel failover-timeout %s 5000
 `, s.Port, s.Dir, filepath.Join(s.Dir, "sentinel.log"), name, masterPort, name, name)
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {

@@ -71,7 +71,6 @@ type Hub struct {
 	shards [shardCount]shard
 
 	lanes    []chan fanOutJob // at most 16: a lane set fits in a uint64 below
-	tallies  []Tally          // one per lane
 	lanesWG  sync.WaitGroup
 	nextLane atomic.Uint32
 
@@ -138,7 +137,6 @@ func New(opts Options) *Hub {
 		h.shards[i].channels = make(map[string]*channel)
 	}
 	h.lanes = make([]chan fanOutJob, min(max(runtime.GOMAXPROCS(0), 1), 16))
-	h.tallies = make([]Tally, len(h.lanes))
 	for i := range h.lanes {
 		h.lanes[i] = make(chan fanOutJob, laneQueue)
 		h.lanesWG.Add(1)
@@ -152,21 +150,22 @@ func New(opts Options) *Hub {
 func (h *Hub) runLane(lane uint32) {
 	defer h.lanesWG.Done()
 	jobs := h.lanes[lane]
+	var t Tally // the lane's own: its counts are reported in batches
 	for {
 		select {
 		case j := <-jobs:
 			// with more messages waiting, queue rather than write: the
 			// subscribers' goroutines then send several in one write
-			h.fanOut(lane, j.e, j.subs, len(jobs) == 0)
+			h.fanOut(lane, j.e, j.subs, len(jobs) == 0, &t)
 		case <-h.ctx.Done():
 			return
 		}
 	}
 }
 
-// fanOut delivers e to the subscribers of lane among subs.
-func (h *Hub) fanOut(lane uint32, e *Envelope, subs []member, direct bool) {
-	t := &h.tallies[lane]
+// fanOut delivers e to the subscribers of lane among subs, counting the
+// writes in the lane's tally t.
+func (h *Hub) fanOut(lane uint32, e *Envelope, subs []member, direct bool, t *Tally) {
 	pushed := 0
 	for _, m := range subs {
 		if m.lane != lane {

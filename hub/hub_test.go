@@ -309,7 +309,7 @@ func BenchmarkFanOut10k(b *testing.B) {
 		// what every lane does for this message, one after the other
 		// (no subscriber has a sink armed: each message is queued)
 		for l := range h.lanes {
-			h.fanOut(uint32(l), e, members, false)
+			h.fanOut(uint32(l), e, members, false, &Tally{})
 		}
 		_ = e.SSE()
 		if i%64 == 63 {

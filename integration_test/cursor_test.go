@@ -95,16 +95,34 @@ func cursorSSE(t *testing.T, c *harness.Caddy, query string, header http.Header)
 
 func (s *cursorStream) next(t *testing.T) sse.Event {
 	t.Helper()
+	return nextWithin(t, s, 5*time.Second)
+}
+
+// nextWithin is the stream's next event, waiting at most d.
+func nextWithin(t *testing.T, s *cursorStream, d time.Duration) (ev sse.Event) {
+	t.Helper()
 	select {
 	case ev, ok := <-s.events:
 		if !ok {
 			t.Fatal("stream ended")
 		}
 		return ev
-	case <-time.After(5 * time.Second):
-		t.Fatal("no event within 5s")
+	case <-time.After(d):
+		t.Fatalf("no event within %v", d)
 	}
-	return sse.Event{}
+	return ev
+}
+
+// nextMessage is the stream's next event other than a reset, waiting at
+// most d for each: after a Redis failover the module may tell the client
+// that pub/sub messages were lost, before the next message.
+func nextMessage(t *testing.T, s *cursorStream, d time.Duration) sse.Event {
+	t.Helper()
+	for {
+		if ev := nextWithin(t, s, d); ev.Event != "realtime.reset" {
+			return ev
+		}
+	}
 }
 
 func (s *cursorStream) close() { s.resp.Body.Close() }

@@ -345,29 +345,11 @@ func TestConnectionLimits(t *testing.T) {
 // connection with 1009 and a reason.
 func TestWebSocketFrameLimit(t *testing.T) {
 	c := startOps(t, "", "30s", "limits {\n\t\t\tmessage_size 100\n\t\t}")
-	conn, _, err := websocket.DefaultDialer.Dial(harness.WSURL(c.URL("/hub?channel=a")), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, _, err := conn.ReadMessage(); err != nil {
-		t.Fatal(err)
-	}
+	conn := dialSubscribed(t, c)
 	if err := conn.WriteMessage(websocket.TextMessage, []byte(strings.Repeat("x", 200))); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		_, _, err := conn.ReadMessage()
-		if err == nil {
-			continue
-		}
-		ce, ok := err.(*websocket.CloseError)
-		if !ok || ce.Code != websocket.CloseMessageTooBig || !strings.Contains(ce.Text, "message_size") {
-			t.Fatalf("closed with %v, want 1009 with a reason", err)
-		}
-		return
-	}
+	expectClose(t, conn, websocket.CloseMessageTooBig, "message_size")
 }
 
 // TestWebSocketProtocolError: a client that breaks the WebSocket protocol
@@ -375,27 +357,42 @@ func TestWebSocketFrameLimit(t *testing.T) {
 // closed with 1002 and gorilla's reason.
 func TestWebSocketProtocolError(t *testing.T) {
 	c := startOps(t, "", "30s", "")
-	conn, _, err := websocket.DefaultDialer.Dial(harness.WSURL(c.URL("/hub?channel=a")), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, _, err := conn.ReadMessage(); err != nil { // subscribed
-		t.Fatal(err)
-	}
+	conn := dialSubscribed(t, c)
 	// FIN + RSV1 + text, masked, empty body, zero mask key
 	if _, err := conn.NetConn().Write([]byte{0xC1, 0x80, 0, 0, 0, 0}); err != nil {
 		t.Fatal(err)
 	}
+	expectClose(t, conn, websocket.CloseProtocolError, "RSV1")
+}
+
+// dialSubscribed opens a hub WebSocket to channel a and reads its
+// subscribed frame; the connection's reads have a 5 s deadline.
+func dialSubscribed(t *testing.T, c *harness.Caddy) *websocket.Conn {
+	t.Helper()
+	conn, _, err := websocket.DefaultDialer.Dial(harness.WSURL(c.URL("/hub?channel=a")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := conn.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// expectClose reads conn (within its read deadline) until the server
+// closes it, and checks the close code and that the reason has want.
+func expectClose(t *testing.T, conn *websocket.Conn, code int, want string) {
+	t.Helper()
 	for {
 		_, _, err := conn.ReadMessage()
 		if err == nil {
 			continue
 		}
 		ce, ok := err.(*websocket.CloseError)
-		if !ok || ce.Code != websocket.CloseProtocolError || !strings.Contains(ce.Text, "RSV1") {
-			t.Fatalf("closed with %v, want 1002 with a reason", err)
+		if !ok || ce.Code != code || !strings.Contains(ce.Text, want) {
+			t.Fatalf("closed with %v, want %d with a reason containing %q", err, code, want)
 		}
 		return
 	}

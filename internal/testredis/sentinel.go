@@ -104,9 +104,11 @@ sentinel failover-timeout %s 5000
 		t.Fatalf("starting redis-server --sentinel: %v", err)
 	}
 	s.cmd = cmd
-	go func() { _ = cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(s.Kill)
-	if err := waitReady(s.Addr(), 10*time.Second); err != nil {
+	routeLogs(t, s.Port)
+	if err := waitReady(s.Addr(), 10*time.Second, exited); err != nil {
 		log, _ := os.ReadFile(filepath.Join(s.Dir, "sentinel.log"))
 		t.Fatalf("%v; sentinel log:\n%s", err, log)
 	}

@@ -8,7 +8,9 @@ package testredis
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -59,14 +61,40 @@ func Start(t testing.TB, extra ...string) *Server {
 		t.Fatalf("redis-server not found: run `make test`, which installs it, or apt-get install redis-server")
 	}
 	s := &Server{t: t, Dir: t.TempDir()}
-	s.args = append([]string{}, extra...)
-	s.Port = FreePort(t)
-	if err := s.start(bin); err != nil {
-		t.Fatal(err)
+	// A port handed out free may be taken by another process (another
+	// test binary runs beside this one) before redis-server binds it:
+	// then try again with new ports.
+	for attempt := 0; ; attempt++ {
+		s.Port = FreePort(t)
+		s.args = append([]string{}, extra...)
+		if clusterMode(extra) {
+			// the bus port is the port + 10000 unless set, which is past
+			// 65535 for a port above 55535
+			s.args = append(s.args, "--cluster-port", strconv.Itoa(FreePort(t)))
+		}
+		err = s.start(bin)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errPortInUse) || attempt == 2 {
+			t.Fatal(err)
+		}
 	}
+	routeLogs(t, s.Port)
 	t.Cleanup(s.Kill)
 	return s
 }
+
+func clusterMode(args []string) bool {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "--cluster-enabled" && args[i+1] == "yes" {
+			return true
+		}
+	}
+	return false
+}
+
+var errPortInUse = errors.New("a port was already in use")
 
 func (s *Server) start(bin string) error {
 	args := []string{
@@ -89,9 +117,13 @@ func (s *Server) start(bin string) error {
 	s.mu.Lock()
 	s.cmd = cmd
 	s.mu.Unlock()
-	go func() { _ = cmd.Wait() }()
-	if err := waitReady(s.Addr(), 10*time.Second); err != nil {
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	if err := waitReady(s.Addr(), 10*time.Second, exited); err != nil {
 		log, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
+		if bytes.Contains(log, []byte("Address already in use")) {
+			err = errPortInUse
+		}
 		return fmt.Errorf("%w; redis-server log:\n%s", err, log)
 	}
 	return nil
@@ -142,9 +174,16 @@ func (s *Server) Do(args ...any) (any, error) {
 	return c.Do(ctx, args...).Result()
 }
 
-func waitReady(addr string, within time.Duration) error {
+// waitReady waits until the server at addr answers PING, or its process
+// has exited.
+func waitReady(addr string, within time.Duration, exited <-chan struct{}) error {
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return fmt.Errorf("redis-server on %s exited during startup", addr)
+		default:
+		}
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
 			_ = c.SetDeadline(time.Now().Add(time.Second))
@@ -160,13 +199,31 @@ func waitReady(addr string, within time.Duration) error {
 	return fmt.Errorf("redis-server on %s not ready within %v", addr, within)
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+var (
+	portsMu sync.Mutex
+	given   = map[int]bool{}
+)
+
+// FreePort returns a loopback TCP port that was free a moment ago and
+// that this test process has not handed out before, so that parallel
+// tests (and the Caddy test harness, which takes its ports here too)
+// never get the same port.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for i := 0; i < 100; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("finding a free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		if !given[port] {
+			given[port] = true
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("finding a free port: no new port in 100 tries")
+	return 0
 }

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
 // Bounds of the Caddy process lifecycle.
@@ -34,8 +36,9 @@ const (
 	// config's servers to shut down, so it gets more.
 	adminTimeout = 10 * time.Second
 	loadTimeout  = 30 * time.Second
-	// logLimit caps what a failed test prints of Caddy's output.
-	logLimit = 256 << 10
+	// logTail is how many of Caddy's last log lines a failed test
+	// prints; the whole log is saved to a file (logDir).
+	logTail = 20
 )
 
 // Ports are the loopback ports of one Caddy: its `http_port`,
@@ -122,11 +125,7 @@ func StartCaddy(t testing.TB, caddyfile string, opts ...Option) *Caddy {
 	t.Cleanup(func() {
 		c.Stop()
 		if t.Failed() {
-			logs := c.Logs()
-			if len(logs) > logLimit {
-				logs = "[...]\n" + logs[len(logs)-logLimit:]
-			}
-			t.Logf("caddy output (%s):\n%s", c.dir, logs)
+			t.Log(c.failureLog(t.Name()))
 		}
 	})
 	// A port handed out free may be taken by another process before
@@ -189,7 +188,13 @@ func (c *Caddy) Render(tmpl string) (string, error) {
 	if !c.settings.keepRedirects {
 		globals += "\tauto_https disable_redirects\n"
 	}
-	return injectGlobals(b.String(), globals)
+	text, err := injectGlobals(b.String(), globals)
+	if err != nil {
+		return "", err
+	}
+	// formatted as `caddy fmt` would, so that Caddy does not warn that
+	// it is not
+	return string(caddyfile.Format([]byte(text))), nil
 }
 
 // injectGlobals adds globals to the global options block of a Caddyfile,
@@ -211,6 +216,24 @@ func injectGlobals(caddyfile, globals string) (string, error) {
 		break
 	}
 	return "{\n\t# added by the test harness\n" + globals + "}\n\n" + caddyfile, nil
+}
+
+// logDir keeps the whole Caddy log of each failed test, after the
+// test's temporary directory is gone.
+var logDir = filepath.Join(os.TempDir(), "realtime-test-logs")
+
+// failureLog saves Caddy's whole output to a file in logDir and returns
+// its last lines, with the file's name, for a failed test's log.
+func (c *Caddy) failureLog(test string) string {
+	logs := c.Logs()
+	lines := strings.SplitAfter(strings.TrimRight(logs, "\n"), "\n")
+	tail := lines[max(0, len(lines)-logTail):]
+	where := "not saved"
+	name := filepath.Join(logDir, strings.NewReplacer("/", "_", " ", "_").Replace(test)+"-"+strconv.Itoa(os.Getpid())+".log")
+	if err := os.MkdirAll(logDir, 0o755); err == nil && os.WriteFile(name, []byte(logs), 0o644) == nil {
+		where = name
+	}
+	return fmt.Sprintf("caddy output, last %d of %d lines (whole log: %s):\n%s", len(tail), len(lines), where, strings.Join(tail, ""))
 }
 
 func (c *Caddy) configPath() string { return filepath.Join(c.dir, "Caddyfile") }
@@ -505,6 +528,10 @@ func (c *Caddy) TryReload(caddyfile string) error {
 	if err != nil {
 		return err
 	}
+	old, err := c.listeners()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.AdminURL("/load"), strings.NewReader(text))
@@ -520,7 +547,78 @@ func (c *Caddy) TryReload(caddyfile string) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("POST /load: %s: %s", resp.Status, bytes.TrimSpace(body))
 	}
+	if err := c.waitOldListenersClosed(old); err != nil {
+		return err
+	}
 	return c.render(caddyfile)
+}
+
+// waitOldListenersClosed waits until the config a reload replaced has
+// closed its listeners (old: the listening sockets before the reload).
+// Caddy binds the new config's listeners beside the old ones
+// (SO_REUSEPORT) and closes the old ones as the old servers shut down,
+// which may be after /load has answered; the kernel spreads new
+// connections over both, and a connection still queued on an old
+// listener when it closes is reset. Waiting here makes a test's first
+// request after a reload reach the new config, as it would a moment
+// later in production.
+func (c *Caddy) waitOldListenersClosed(old map[string]bool) error {
+	deadline := time.Now().Add(loadTimeout)
+	for {
+		now, err := c.listeners()
+		if err != nil {
+			return err
+		}
+		open := 0
+		for inode := range old {
+			if now[inode] {
+				open++
+			}
+		}
+		if open == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("reload: %d listeners of the old config still open %v after /load", open, loadTimeout)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the kernel's socket table: no event to await
+	}
+}
+
+// listeners returns the inodes of the TCP sockets Caddy listens on for
+// its servers (the admin endpoint's excluded: a reload may keep it).
+func (c *Caddy) listeners() (map[string]bool, error) {
+	pid := c.PID()
+	owned := map[string]bool{}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return nil, fmt.Errorf("caddy's sockets: %w", err)
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && strings.HasPrefix(link, "socket:[") {
+			owned[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	out := map[string]bool{}
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			continue // no IPv6
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st ... uid timeout inode
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" || !owned[f[9]] {
+				continue
+			}
+			_, hexPort, _ := strings.Cut(f[1], ":")
+			if port, err := strconv.ParseInt(hexPort, 16, 32); err == nil && int(port) != c.ports.Admin {
+				out[f[9]] = true
+			}
+		}
+	}
+	return out, nil
 }
 
 // Admin performs a request on the admin endpoint and returns the status

@@ -4,37 +4,18 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
-)
 
-var (
-	portsMu sync.Mutex
-	given   = map[int]bool{}
+	"github.com/caddy-realtime/realtime/internal/testredis"
 )
 
 // FreePort returns a loopback TCP port that was free a moment ago and
 // that this test process has not handed out before (so parallel tests
-// never get the same port).
+// never get the same port, whether for Caddy, an upstream or Redis).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for i := 0; i < 100; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("finding a free port: %v", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
-		if !given[port] {
-			given[port] = true
-			return port
-		}
-	}
-	t.Fatalf("finding a free port: no new port in 100 tries")
-	return 0
+	return testredis.FreePort(t)
 }
 
 // Client timeouts: connecting is bounded; a response body is not (streams

@@ -186,8 +186,15 @@ func (st *state) missed(ctx context.Context, channel, id string) ([]*broker.Mess
 	}
 }
 
+// sortByReceived puts messages of several channels in the order this
+// node received them: by time, and by arrival among those that share one
+// (the entries of one XREAD reply).
 func sortByReceived(envs []*hub.Envelope) {
 	sort.SliceStable(envs, func(i, j int) bool {
-		return envs[i].Msg.Received.Before(envs[j].Msg.Received)
+		a, b := envs[i].Msg, envs[j].Msg
+		if !a.Received.Equal(b.Received) {
+			return a.Received.Before(b.Received)
+		}
+		return a.Arrival < b.Arrival
 	})
 }

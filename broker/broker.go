@@ -10,6 +10,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 )
 
@@ -53,7 +54,17 @@ type Message struct {
 	// Received is when the message reached this node, for latency
 	// metrics.
 	Received time.Time
+	// Arrival numbers the messages this node's brokers received, in the
+	// order they handed them on (0: read back from Redis, not received
+	// live). Messages of one XREAD reply share a Received time; Arrival
+	// keeps the order of their channels' messages among each other.
+	Arrival uint64
 }
+
+var arrivals atomic.Uint64
+
+// nextArrival is the Arrival of the next message received live.
+func nextArrival() uint64 { return arrivals.Add(1) }
 
 // Handler receives what a broker delivers for the channels the hub has
 // subscribed. Calls for one channel (Deliver and Gap) never overlap and

@@ -74,7 +74,7 @@ func (b *Memory) Publish(ctx context.Context, channel, event string, data []byte
 	if closed {
 		return "", fmt.Errorf("publishing to %s: %w", channel, ErrUnavailable)
 	}
-	m := &Message{Channel: channel, Event: event, Data: bytes.Clone(data), Source: src, Received: time.Now()}
+	m := &Message{Channel: channel, Event: event, Data: bytes.Clone(data), Source: src, Received: time.Now(), Arrival: nextArrival()}
 	if m.Data == nil {
 		m.Data = []byte{}
 	}

@@ -266,6 +266,7 @@ func (r *Redis) onMessage(pm *redis.Message) {
 		Data:     []byte(pm.Payload),
 		Source:   SourcePubSub,
 		Received: now,
+		Arrival:  nextArrival(),
 	})
 }
 

@@ -229,6 +229,7 @@ func (r *Redis) deliverStream(c *redisChan, xs []redis.XMessage, now time.Time) 
 		}
 		c.lastID = x.ID
 		m := streamMessage(c.name, x, now)
+		m.Arrival = nextArrival()
 		if len(c.pending) > 0 || c.inflight > 0 {
 			c.pending = append(c.pending, m)
 			continue

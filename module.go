@@ -20,11 +20,25 @@ import (
 	"github.com/caddy-realtime/realtime/auth"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 )
 
 func init() {
 	caddy.RegisterModule(Handler{})
+	redis.SetLogger(redisLogger{})
+}
+
+// redisLogger takes what go-redis logs about its connection pools (a
+// dial failure for every command while Redis is down) off stderr and into
+// Caddy's log at debug level: the module itself logs each change of
+// Redis's health once, at warn or info.
+type redisLogger struct{}
+
+func (redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if c := caddy.Log().Named("redis").Check(zap.DebugLevel, "go-redis"); c != nil {
+		c.Write(zap.String("line", fmt.Sprintf(format, v...)))
+	}
 }
 
 // Defaults, documented in the README.

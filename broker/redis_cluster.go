@@ -228,6 +228,30 @@ func (r *Redis) slotChans(slot int) []*redisChan {
 	return chans
 }
 
+// confirmMaster checks that the node go-redis's map of the cluster names
+// as the master of key's slot answers as a master. Right after a failover
+// the map may still name the old master, now a replica: a sharded
+// subscription there gets the shard's messages only once the cluster has
+// converged, and messages published meanwhile would be lost after the
+// gap signal, silently. The caller retries after a backoff, by when the
+// map is reloaded.
+func (r *Redis) confirmMaster(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+	defer cancel()
+	master, err := r.cluster.MasterForKey(ctx, key)
+	if err != nil {
+		return err
+	}
+	role, err := master.Do(ctx, "ROLE").Slice()
+	if err != nil {
+		return err
+	}
+	if len(role) == 0 || role[0] != "master" {
+		return fmt.Errorf("%s, named master of the slot, answers as %v (failover in progress)", master.Options().Addr, role)
+	}
+	return nil
+}
+
 func (r *Redis) slotStreamSession(sr *slotReader, attempt *int, first bool) error {
 	r.mu.Lock()
 	key := ""

@@ -113,6 +113,9 @@ func (r *Redis) pubsubSession(l *psLink, attempt *int) error {
 		if len(first) == 0 {
 			return errIdle
 		}
+		if err := r.confirmMaster(l.ctx, first[0]); err != nil {
+			return err
+		}
 		for len(first) > 0 {
 			n := min(len(first), subscribeBatch)
 			ctx, cancel := context.WithTimeout(l.ctx, r.opts.Timeout)

@@ -52,6 +52,7 @@ func cursorStart(t *testing.T, rd *testredis.Server, size int) *harness.Caddy {
 type cursorStream struct {
 	resp   *http.Response
 	events chan sse.Event
+	gaps   int // gap signals nextMessage passed over
 }
 
 func cursorSSE(t *testing.T, c *harness.Caddy, query string, header http.Header) *cursorStream {
@@ -113,15 +114,22 @@ func nextWithin(t *testing.T, s *cursorStream, d time.Duration) (ev sse.Event) {
 	return ev
 }
 
-// nextMessage is the stream's next event other than a reset, waiting at
-// most d for each: after a Redis failover the module may tell the client
-// that pub/sub messages were lost, before the next message.
+// nextMessage is the stream's next event other than a gap signal,
+// waiting at most d for each: after a Redis failover the module tells the
+// client that pub/sub messages may have been lost (the reset signal with
+// reason gap) before the next message. A reset for any other reason
+// fails the test.
 func nextMessage(t *testing.T, s *cursorStream, d time.Duration) sse.Event {
 	t.Helper()
 	for {
-		if ev := nextWithin(t, s, d); ev.Event != "realtime.reset" {
+		ev := nextWithin(t, s, d)
+		if ev.Event != "realtime.reset" {
 			return ev
 		}
+		if !strings.Contains(ev.Data, `"reason":"gap"`) {
+			t.Fatalf("got the reset signal %s, want a message or a gap signal", ev.Data)
+		}
+		s.gaps++
 	}
 }
 

@@ -12,18 +12,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 client="$(dirname "$here")"
 repo="$(dirname "$client")"
 
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-need_apt=()
-[ -x "${REALTIME_CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
-command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
-command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
-command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
-if [ "${#need_apt[@]}" -gt 0 ]; then
-	echo "installing: ${need_apt[*]}"
-	$SUDO apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+"$repo/scripts/ensure-deps.sh" >/dev/null
 
 if [ ! -d "$client/node_modules/playwright-core" ]; then
 	# playwright-core downloads no browser; make sure nothing else tries

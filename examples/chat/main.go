@@ -10,7 +10,8 @@
 //	GET  /                     the chat page
 //	POST /login?name=alice     sets the login cookie (a form post works too)
 //	POST /logout               clears it
-//	GET  /me                   {"name": "alice"}, or 401
+//	GET  /me                   {"name": "alice"},
+//	                           or 204 when nobody is logged in
 //	POST /internal/authorize   for Caddy only: the ticket claims, or 401
 package main
 
@@ -103,7 +104,10 @@ func main() {
 	mux.HandleFunc("GET /me", func(w http.ResponseWriter, r *http.Request) {
 		name := user(r)
 		if name == "" {
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"reason": "not logged in"})
+			// not an error: the page asks to know whether to show its
+			// login form (a 4xx would be an error in the browser console)
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusNoContent)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"name": name})

@@ -72,7 +72,7 @@ fuzz:
 
 bench: build
 	./scripts/ensure-deps.sh
-	$(GO) test -run '^$$' -bench . -benchmem ./sse/ ./hub/ ./replay/ ./broker/
+	$(GO) test -run '^$$' -bench . -benchmem ./sse/ ./internal/hub/ ./replay/ ./internal/broker/
 	REALTIME_CADDY_BIN=$(abspath $(CADDY)) $(GO) run ./bench
 
 clean:

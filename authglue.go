@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/caddy-realtime/realtime/auth"
-	"github.com/caddy-realtime/realtime/broker"
-	"github.com/caddy-realtime/realtime/hub"
+	"github.com/caddy-realtime/realtime/internal/broker"
+	"github.com/caddy-realtime/realtime/internal/hub"
 	"github.com/caddy-realtime/realtime/ws"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"

@@ -8,8 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddy-realtime/realtime/broker"
-	"github.com/caddy-realtime/realtime/hub"
+	"github.com/caddy-realtime/realtime/internal/broker"
+	"github.com/caddy-realtime/realtime/internal/hub"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

@@ -7,8 +7,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/caddy-realtime/realtime/broker"
-	"github.com/caddy-realtime/realtime/hub"
+	"github.com/caddy-realtime/realtime/internal/broker"
+	"github.com/caddy-realtime/realtime/internal/hub"
 	"github.com/caddy-realtime/realtime/replay"
 )
 

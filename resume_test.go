@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-realtime/realtime/broker"
-	"github.com/caddy-realtime/realtime/hub"
+	"github.com/caddy-realtime/realtime/internal/broker"
+	"github.com/caddy-realtime/realtime/internal/hub"
 )
 
 // A resume over several channels replays their messages in the order the

@@ -10,10 +10,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddy-realtime/realtime/broker"
 	"github.com/caddy-realtime/realtime/client"
 	"github.com/caddy-realtime/realtime/fallback"
-	"github.com/caddy-realtime/realtime/hub"
+	"github.com/caddy-realtime/realtime/internal/broker"
+	"github.com/caddy-realtime/realtime/internal/hub"
 	"github.com/caddy-realtime/realtime/ws"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/gorilla/websocket"

@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caddy-realtime/realtime/broker"
-	"github.com/caddy-realtime/realtime/hub"
+	"github.com/caddy-realtime/realtime/internal/broker"
+	"github.com/caddy-realtime/realtime/internal/hub"
 	"github.com/caddy-realtime/realtime/replay"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/gorilla/websocket"

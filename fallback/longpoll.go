@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/caddy-realtime/realtime/hub"
+	"github.com/caddy-realtime/realtime/internal/hub"
 )
 
 // Options configures one poll.

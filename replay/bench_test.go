@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/caddy-realtime/realtime/broker"
+	"github.com/caddy-realtime/realtime/internal/broker"
 )
 
 func benchMessages(ch string, n int) []*broker.Message {

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"unsafe"
 
-	"github.com/caddy-realtime/realtime/broker"
+	"github.com/caddy-realtime/realtime/internal/broker"
 )
 
 // skey orders stream ids: by ms, then seq. The zero skey sorts before

@@ -3,7 +3,7 @@ package hub
 import (
 	"testing"
 
-	"github.com/caddy-realtime/realtime/broker"
+	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/replay"
 )
 

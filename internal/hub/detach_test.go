@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-realtime/realtime/broker"
+	"github.com/caddy-realtime/realtime/internal/broker"
 )
 
 // captureConn is a net.Conn that keeps what is written to it.

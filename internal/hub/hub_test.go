@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-realtime/realtime/broker"
+	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/sse"
 	"go.uber.org/goleak"
 )

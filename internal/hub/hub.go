@@ -24,7 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddy-realtime/realtime/broker"
+	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/replay"
 	"go.uber.org/zap"
 )

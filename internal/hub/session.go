@@ -1,7 +1,7 @@
 package hub
 
 import (
-	"github.com/caddy-realtime/realtime/broker"
+	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/replay"
 )
 

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
-	"github.com/caddy-realtime/realtime/broker"
+	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/sse"
 )
 

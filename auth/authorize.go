@@ -314,9 +314,3 @@ func (c *answerCache) put(key [32]byte, claims *Claims, err error, now time.Time
 	}
 	c.items[key] = c.order.PushBack(&answer{key: key, claims: claims.clone(), err: err, exp: now.Add(c.ttl)})
 }
-
-func (c *answerCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.order.Len()
-}

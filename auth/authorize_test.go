@@ -350,3 +350,9 @@ func TestNewAuthorizerErrors(t *testing.T) {
 		t.Error("NewAuthorizer changed http.DefaultClient")
 	}
 }
+
+func (c *answerCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.order.Len()
+}

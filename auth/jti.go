@@ -42,12 +42,6 @@ func (s *jtiSet) add(jti string, exp, now time.Time) (ok, full bool) {
 	return true, false
 }
 
-func (s *jtiSet) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.seen)
-}
-
 type jtiEntry struct {
 	jti string
 	exp time.Time

@@ -475,3 +475,9 @@ func toString(v any) string {
 	}
 	return ""
 }
+
+func (s *jtiSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.seen)
+}

@@ -52,14 +52,6 @@ func newAsset(b []byte) asset {
 	return asset{body: b, etag: `"` + hex.EncodeToString(sum[:12]) + `"`}
 }
 
-// JS returns realtime.js, the classic script. The caller must not modify
-// the returned slice.
-func JS() []byte { return jsAsset.body }
-
-// MJS returns realtime.mjs, the ES module. The caller must not modify the
-// returned slice.
-func MJS() []byte { return mjsAsset.body }
-
 // Serve writes realtime.js (or, with module, realtime.mjs) as the answer
 // to r: Content-Type text/javascript, a strong ETag, Cache-Control
 // no-cache (so browsers revalidate and pick up upgrades), and 304 Not

@@ -9,7 +9,7 @@ import (
 )
 
 func TestModuleDerivedFromScript(t *testing.T) {
-	js, mjs := JS(), MJS()
+	js, mjs := jsAsset.body, mjsAsset.body
 	if !bytes.HasSuffix(js, []byte("window.Realtime = Realtime;\n")) {
 		t.Fatalf("realtime.js does not end with the window assignment")
 	}
@@ -54,14 +54,14 @@ func TestServe(t *testing.T) {
 		wantStatus  int
 		wantBody    []byte
 	}{
-		{name: "script", method: http.MethodGet, wantStatus: 200, wantBody: JS()},
-		{name: "module", method: http.MethodGet, module: true, wantStatus: 200, wantBody: MJS()},
+		{name: "script", method: http.MethodGet, wantStatus: 200, wantBody: jsAsset.body},
+		{name: "module", method: http.MethodGet, module: true, wantStatus: 200, wantBody: mjsAsset.body},
 		{name: "head", method: http.MethodHead, wantStatus: 200, wantBody: nil},
 		{name: "matching etag", method: http.MethodGet, ifNoneMatch: jsAsset.etag, wantStatus: 304},
 		{name: "weak matching etag in a list", method: http.MethodGet, ifNoneMatch: `"x", W/` + jsAsset.etag, wantStatus: 304},
 		{name: "star", method: http.MethodGet, ifNoneMatch: "*", wantStatus: 304},
-		{name: "other file's etag", method: http.MethodGet, module: true, ifNoneMatch: jsAsset.etag, wantStatus: 200, wantBody: MJS()},
-		{name: "stale etag", method: http.MethodGet, ifNoneMatch: `"old"`, wantStatus: 200, wantBody: JS()},
+		{name: "other file's etag", method: http.MethodGet, module: true, ifNoneMatch: jsAsset.etag, wantStatus: 200, wantBody: mjsAsset.body},
+		{name: "stale etag", method: http.MethodGet, ifNoneMatch: `"old"`, wantStatus: 200, wantBody: jsAsset.body},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/caddy-realtime/realtime/integration_test/harness"
+	"github.com/caddy-realtime/realtime/internal/ssetest"
 	"github.com/caddy-realtime/realtime/internal/testredis"
-	"github.com/caddy-realtime/realtime/sse"
 	"github.com/gorilla/websocket"
 )
 
@@ -51,7 +51,7 @@ func cursorStart(t *testing.T, rd *testredis.Server, size int) *harness.Caddy {
 // WHATWG parser; events arrive on a channel so waits are bounded.
 type cursorStream struct {
 	resp   *http.Response
-	events chan sse.Event
+	events chan ssetest.Event
 	gaps   int // gap signals nextMessage passed over
 }
 
@@ -70,9 +70,9 @@ func cursorSSE(t *testing.T, c *harness.Caddy, query string, header http.Header)
 		resp.Body.Close()
 		t.Fatalf("subscribe %s: %s", query, resp.Status)
 	}
-	s := &cursorStream{resp: resp, events: make(chan sse.Event, 1000)}
+	s := &cursorStream{resp: resp, events: make(chan ssetest.Event, 1000)}
 	ready := make(chan struct{})
-	p := sse.NewParser(resp.Body)
+	p := ssetest.NewParser(resp.Body)
 	var once sync.Once
 	p.OnRetry = func(time.Duration) { once.Do(func() { close(ready) }) }
 	go func() {
@@ -94,13 +94,13 @@ func cursorSSE(t *testing.T, c *harness.Caddy, query string, header http.Header)
 	return s
 }
 
-func (s *cursorStream) next(t *testing.T) sse.Event {
+func (s *cursorStream) next(t *testing.T) ssetest.Event {
 	t.Helper()
 	return nextWithin(t, s, 5*time.Second)
 }
 
 // nextWithin is the stream's next event, waiting at most d.
-func nextWithin(t *testing.T, s *cursorStream, d time.Duration) (ev sse.Event) {
+func nextWithin(t *testing.T, s *cursorStream, d time.Duration) (ev ssetest.Event) {
 	t.Helper()
 	select {
 	case ev, ok := <-s.events:
@@ -119,7 +119,7 @@ func nextWithin(t *testing.T, s *cursorStream, d time.Duration) (ev sse.Event) {
 // client that pub/sub messages may have been lost (the reset signal with
 // reason gap) before the next message. A reset for any other reason
 // fails the test.
-func nextMessage(t *testing.T, s *cursorStream, d time.Duration) sse.Event {
+func nextMessage(t *testing.T, s *cursorStream, d time.Duration) ssetest.Event {
 	t.Helper()
 	for {
 		ev := nextWithin(t, s, d)
@@ -152,9 +152,9 @@ func cursorPost(t *testing.T, c *harness.Caddy, channel, data string) string {
 }
 
 // expectData reads events and checks their data, in order.
-func cursorExpect(t *testing.T, s *cursorStream, want ...string) []sse.Event {
+func cursorExpect(t *testing.T, s *cursorStream, want ...string) []ssetest.Event {
 	t.Helper()
-	var got []sse.Event
+	var got []ssetest.Event
 	for _, w := range want {
 		ev := s.next(t)
 		if ev.Data != w {
@@ -356,7 +356,7 @@ func TestCursorResets(t *testing.T) {
 	}
 	cursorExpect(t, keep, "old", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
 
-	checkReset := func(s *cursorStream, reason string) sse.Event {
+	checkReset := func(s *cursorStream, reason string) ssetest.Event {
 		t.Helper()
 		ev := s.next(t)
 		var data struct{ Channel, Reason string }

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/caddy-realtime/realtime/integration_test/harness"
-	"github.com/caddy-realtime/realtime/sse"
+	"github.com/caddy-realtime/realtime/internal/ssetest"
 	"github.com/gorilla/websocket"
 )
 
@@ -71,7 +71,7 @@ func TestHubPartialWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	events := sse.NewParser(bufio.NewReader(resp.Body))
+	events := ssetest.NewParser(bufio.NewReader(resp.Body))
 
 	// WebSocket: the same, frames not read until everything is published
 	d := harness.WSDialer()

@@ -22,8 +22,7 @@ import (
 // Data that is not representable is still framed safely: CR and CRLF
 // break lines as LF does, so they arrive as LF, and the client replaces
 // bytes that are not UTF-8. No input can end the event early or inject
-// fields. Likewise id and event are cut at their first CR or LF; use
-// ValidField to reject such values instead.
+// fields. Likewise id and event are cut at their first CR or LF.
 func AppendEvent(dst []byte, id, event string, data []byte) []byte {
 	if id != "" {
 		dst = append(dst, "id: "...)
@@ -85,18 +84,6 @@ func firstLine(s string) string {
 // stream, never inside a data line) and any other UTF-8 text pass intact.
 func Representable(data []byte) bool {
 	return bytes.IndexByte(data, '\r') < 0 && utf8.Valid(data)
-}
-
-// ValidField reports whether v can be sent as an id or event value and
-// read back unchanged: UTF-8 without CR, LF or NUL (a client ignores an
-// id line that holds a NUL).
-func ValidField(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c == '\r' || c == '\n' || c == 0 {
-			return false
-		}
-	}
-	return utf8.ValidString(v)
 }
 
 // AppendComment appends text as comment lines (": text"), which clients

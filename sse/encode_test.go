@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"github.com/caddy-realtime/realtime/internal/ssetest"
 )
 
 var eventTests = []struct {
@@ -46,7 +49,7 @@ func TestAppendEvent(t *testing.T) {
 			if Representable([]byte(tc.data)) != tc.wantSame {
 				t.Fatalf("Representable(%q) = %v, want %v", tc.data, !tc.wantSame, tc.wantSame)
 			}
-			ev, err := NewParser(strings.NewReader(tc.want)).Next()
+			ev, err := ssetest.NewParser(strings.NewReader(tc.want)).Next()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -94,27 +97,6 @@ func TestRepresentable(t *testing.T) {
 	}
 }
 
-func TestValidField(t *testing.T) {
-	tests := []struct {
-		v    string
-		want bool
-	}{
-		{"", true},
-		{"1700000000000-0", true},
-		{"chat.message", true},
-		{"a b", true},
-		{"a\nb", false},
-		{"a\rb", false},
-		{"a\x00b", false},
-		{"\xff", false},
-	}
-	for _, tc := range tests {
-		if got := ValidField(tc.v); got != tc.want {
-			t.Errorf("ValidField(%q) = %v, want %v", tc.v, got, tc.want)
-		}
-	}
-}
-
 func TestAppendComment(t *testing.T) {
 	tests := []struct{ text, want string }{
 		{"heartbeat", ": heartbeat\n"},
@@ -129,7 +111,7 @@ func TestAppendComment(t *testing.T) {
 		}
 		// Comments never dispatch anything, and never leak into an event.
 		stream := string(AppendComment(nil, tc.text)) + "data: x\n\n"
-		p := NewParser(strings.NewReader(stream))
+		p := ssetest.NewParser(strings.NewReader(stream))
 		ev, err := p.Next()
 		if err != nil || ev.Data != "x" {
 			t.Errorf("after comment %q: %+v, %v", tc.text, ev, err)
@@ -179,7 +161,7 @@ func FuzzEventRoundTrip(f *testing.F) {
 	f.Fuzz(func(t *testing.T, id, event string, data []byte) {
 		stream := AppendEvent(nil, "0", "first", []byte("first"))
 		stream = AppendEvent(stream, id, event, data)
-		p := NewParser(bytes.NewReader(stream))
+		p := ssetest.NewParser(bytes.NewReader(stream))
 		if ev, err := p.Next(); err != nil || ev.Data != "first" || ev.Event != "first" {
 			t.Fatalf("first event %+v, %v", ev, err)
 		}
@@ -192,26 +174,26 @@ func FuzzEventRoundTrip(f *testing.F) {
 		}
 		wantID := "0"
 		if id != "" {
-			wantID = string(appendDecoded(nil, []byte(firstLine(id))))
+			wantID = string(ssetest.AppendDecoded(nil, []byte(firstLine(id))))
 			if strings.IndexByte(firstLine(id), 0) >= 0 {
 				wantID = "0" // a client ignores an id with NUL
 			}
 		}
-		wantEvent := string(appendDecoded(nil, []byte(firstLine(event))))
+		wantEvent := string(ssetest.AppendDecoded(nil, []byte(firstLine(event))))
 		if wantEvent == "" {
 			wantEvent = "message"
 		}
 		if ev.ID != wantID || ev.Event != wantEvent {
 			t.Fatalf("%q: got id %q event %q, want %q %q", stream, ev.ID, ev.Event, wantID, wantEvent)
 		}
-		if ValidField(id) && ev.ID != id && id != "" {
+		if validField(id) && ev.ID != id && id != "" {
 			t.Fatalf("valid id %q came back as %q", id, ev.ID)
 		}
 		want := string(data)
 		if !Representable(data) {
 			norm := bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
 			norm = bytes.ReplaceAll(norm, []byte("\r"), []byte("\n"))
-			want = string(appendDecoded(nil, norm))
+			want = string(ssetest.AppendDecoded(nil, norm))
 		}
 		if ev.Data != want {
 			t.Fatalf("data %q came back as %q (representable %v)", data, ev.Data, Representable(data))
@@ -237,4 +219,16 @@ func BenchmarkAppendEventMultiLine(b *testing.B) {
 	for b.Loop() {
 		buf = AppendEvent(buf[:0], "1700000000000-0", "", data)
 	}
+}
+
+// validField reports whether v can be sent as an id or event value and
+// read back unchanged: UTF-8 without CR, LF or NUL (a client ignores an
+// id line that holds a NUL).
+func validField(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '\r' || c == '\n' || c == 0 {
+			return false
+		}
+	}
+	return utf8.ValidString(v)
 }

@@ -29,6 +29,10 @@ var nopLogger = zap.NewNop()
 // heartbeat is the comment line injected into an idle stream.
 var heartbeat = []byte(": heartbeat\n")
 
+// bom is the UTF-8 byte order mark, which a client drops from the start
+// of a stream.
+var bom = []byte("\xEF\xBB\xBF")
+
 // Writer wraps the ResponseWriter handed to a proxied handler. A response
 // whose Content-Type is text/event-stream is made a live stream: its
 // header carries `Cache-Control: no-cache` (unless set) and

@@ -23,14 +23,6 @@ type ConnWriter struct {
 	deadline time.Time // the write deadline set last
 }
 
-// NewConnWriter returns a writer for conn; timeout bounds each Write
-// (zero: no bound).
-func NewConnWriter(conn net.Conn, timeout time.Duration) *ConnWriter {
-	w := new(ConnWriter)
-	w.Init(conn, timeout)
-	return w
-}
-
 // Init sets up a zero ConnWriter, for one kept inside a connection's own
 // state (a delivery then touches one object less).
 func (w *ConnWriter) Init(conn net.Conn, timeout time.Duration) {

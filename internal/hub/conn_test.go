@@ -42,7 +42,8 @@ func TestConnWriterClosedWritesNothing(t *testing.T) {
 	}
 	defer ln.Close()
 	srv, cli := tcpPair(t, ln)
-	w := NewConnWriter(srv, time.Second)
+	w := new(ConnWriter)
+	w.Init(srv, time.Second)
 	if !w.Direct() {
 		t.Fatal("a plain TCP connection should be written directly")
 	}
@@ -68,7 +69,9 @@ func TestConnWriterClosedWritesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv2.Close()
-	if w2 := NewConnWriter(srv2, time.Second); w2.raw.fd != fd {
+	w2 := new(ConnWriter)
+	w2.Init(srv2, time.Second)
+	if w2.raw.fd != fd {
 		t.Logf("descriptor %d not reused (got %d): the test is weaker", fd, w2.raw.fd)
 	}
 	if w.TryWrite([]byte("stray")) {

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/caddy-realtime/realtime/internal/broker"
-	"github.com/caddy-realtime/realtime/sse"
+	"github.com/caddy-realtime/realtime/internal/ssetest"
 	"go.uber.org/goleak"
 )
 
@@ -266,7 +266,7 @@ func TestEnvelopeEncodings(t *testing.T) {
 			if !tc.wantB64 && j.Data != tc.data {
 				t.Fatalf("JSON data %q, want %q", j.Data, tc.data)
 			}
-			ev, err := sse.NewParser(strings.NewReader(string(e.SSE()))).Next()
+			ev, err := ssetest.NewParser(strings.NewReader(string(e.SSE()))).Next()
 			if err != nil {
 				t.Fatal(err)
 			}

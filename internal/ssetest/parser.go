@@ -1,4 +1,7 @@
-package sse
+// Package ssetest reads Server-Sent Events the way a browser's
+// EventSource does, for tests: what a client makes of a stream the module
+// writes.
+package ssetest
 
 import (
 	"bufio"
@@ -94,7 +97,7 @@ func (p *Parser) readLine() ([]byte, error) {
 				continue
 			}
 		}
-		i := lineEnd(buf)
+		i := bytes.IndexAny(buf, "\r\n")
 		if i < 0 {
 			p.line = append(p.line, buf...)
 			_, _ = p.r.Discard(len(buf))
@@ -121,7 +124,7 @@ func (p *Parser) processLine(line []byte) (Event, bool) {
 	}
 	if line[0] == ':' {
 		if p.OnComment != nil {
-			p.OnComment(string(appendDecoded(nil, trimSpace(line[1:]))))
+			p.OnComment(string(AppendDecoded(nil, trimSpace(line[1:]))))
 		}
 		return Event{}, false
 	}
@@ -133,13 +136,13 @@ func (p *Parser) processLine(line []byte) (Event, bool) {
 	// invalid sequence decodes to one.
 	switch string(field) {
 	case "event":
-		p.typeBuf = appendDecoded(p.typeBuf[:0], value)
+		p.typeBuf = AppendDecoded(p.typeBuf[:0], value)
 	case "data":
-		p.data = appendDecoded(p.data, value)
+		p.data = AppendDecoded(p.data, value)
 		p.data = append(p.data, '\n')
 	case "id":
 		if bytes.IndexByte(value, 0) < 0 {
-			p.idBuf = appendDecoded(p.idBuf[:0], value)
+			p.idBuf = AppendDecoded(p.idBuf[:0], value)
 		}
 	case "retry":
 		if ms, ok := parseDigits(value); ok && p.OnRetry != nil {
@@ -199,12 +202,12 @@ func parseDigits(b []byte) (time.Duration, bool) {
 	return time.Duration(ms) * time.Millisecond, true
 }
 
-// appendDecoded appends b decoded the way the WHATWG "UTF-8 decode"
+// AppendDecoded appends b decoded the way the WHATWG "UTF-8 decode"
 // algorithm does: each maximal subpart of an invalid sequence becomes one
 // U+FFFD. (Go's own decoding differs: it replaces byte by byte.) Decoding
 // each field separately is exact because ASCII bytes, such as the colon
 // and line ends, always end an invalid sequence.
-func appendDecoded(dst, b []byte) []byte {
+func AppendDecoded(dst, b []byte) []byte {
 	if utf8.Valid(b) {
 		return append(dst, b...)
 	}

@@ -263,13 +263,13 @@ func (h *Handler) Validate() error {
 		}
 	}
 	if h.LongpollTimeout < 0 {
-		return fmt.Errorf("longpoll_timeout must be positive")
+		return fmt.Errorf("longpoll_timeout must not be negative (0: the default)")
 	}
 	if h.Replay.Size < 0 || h.Replay.TTL < 0 {
-		return fmt.Errorf("replay size and ttl must be positive")
+		return fmt.Errorf("replay size and ttl must not be negative (0: the default)")
 	}
 	if h.Limits.Connections < 0 || h.Limits.PerIP < 0 || h.Limits.Channels < 0 || h.Limits.MessageSize < 0 {
-		return fmt.Errorf("limits must be positive")
+		return fmt.Errorf("limits must not be negative (0: the default)")
 	}
 	if t := h.Ticket; t != nil {
 		if t.Issue != "" && t.Authorize == "" {

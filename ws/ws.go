@@ -32,7 +32,6 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// IsUpgrade reports whether r asks for a WebSocket upgrade.
 // IsUpgrade reports whether r asks for a WebSocket: an HTTP/1.1 upgrade,
 // or an extended CONNECT over HTTP/2 or HTTP/3.
 func IsUpgrade(r *http.Request) bool {

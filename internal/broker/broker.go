@@ -68,9 +68,13 @@ func nextArrival() uint64 { return arrivals.Add(1) }
 
 // Handler receives what a broker delivers for the channels the hub has
 // subscribed. Calls for one channel (Deliver and Gap) never overlap and
-// come in order; calls for different channels may run concurrently. They
-// must not block (the hub queues, it never waits on a subscriber): the
-// broker calls them from its Redis read loops.
+// come in order; calls for different channels may run concurrently. The
+// broker calls them from its Redis read loops, and they may block: the
+// hub never waits on a subscriber (one that falls behind is dropped and
+// resumes), but it waits when its fan-out lanes are far behind. That is
+// back-pressure onto Redis, not loss: a stream reader reads on where it
+// stopped, and a pub/sub connection that falls too far behind is cut by
+// Redis (client-output-buffer-limit), whose reconnect reports a Gap.
 type Handler interface {
 	// Deliver hands over one message.
 	Deliver(m *Message)

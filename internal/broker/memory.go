@@ -64,8 +64,9 @@ func (b *Memory) Unsubscribe(channel string) {
 
 // Publish delivers a copy of data to the Handler before it returns and
 // returns the message's node-assigned id. A channel nobody subscribed
-// gets an id of a throwaway epoch (the message is still handed to the
-// Handler, which counts and drops it).
+// gets an id of a throwaway epoch; the message is still handed to the
+// Handler, which counts it and keeps it in its replay cache like any
+// other, though it reaches no subscriber.
 func (b *Memory) Publish(ctx context.Context, channel, event string, data []byte, src Source) (string, error) {
 	b.mu.RLock()
 	c := b.chans[channel]

@@ -38,7 +38,7 @@ const (
 	loadTimeout  = 30 * time.Second
 	// logTail is how many of Caddy's last log lines a failed test
 	// prints; the whole log is saved to a file (logDir).
-	logTail = 20
+	logTail = 12
 )
 
 // Ports are the loopback ports of one Caddy: its `http_port`,

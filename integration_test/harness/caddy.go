@@ -123,9 +123,10 @@ func StartCaddy(t testing.TB, caddyfile string, opts ...Option) *Caddy {
 		}
 	}
 	t.Cleanup(func() {
+		ran := len(c.Logs()) // what Caddy logged while the test ran, before its shutdown
 		c.Stop()
 		if t.Failed() {
-			t.Log(c.failureLog(t.Name()))
+			t.Log(c.failureLog(t.Name(), ran))
 		}
 	})
 	// A port handed out free may be taken by another process before
@@ -222,18 +223,20 @@ func injectGlobals(caddyfile, globals string) (string, error) {
 // test's temporary directory is gone.
 var logDir = filepath.Join(os.TempDir(), "realtime-test-logs")
 
-// failureLog saves Caddy's whole output to a file in logDir and returns
-// its last lines, with the file's name, for a failed test's log.
-func (c *Caddy) failureLog(test string) string {
+// failureLog saves Caddy's whole output to a file in logDir and returns,
+// for a failed test's log, the file's name and the last lines Caddy
+// logged while the test ran (the first ran bytes: its shutdown, which
+// follows, says nothing about the failure).
+func (c *Caddy) failureLog(test string, ran int) string {
 	logs := c.Logs()
-	lines := strings.SplitAfter(strings.TrimRight(logs, "\n"), "\n")
+	lines := strings.SplitAfter(strings.TrimRight(logs[:ran], "\n"), "\n")
 	tail := lines[max(0, len(lines)-logTail):]
 	where := "not saved"
 	name := filepath.Join(logDir, strings.NewReplacer("/", "_", " ", "_").Replace(test)+"-"+strconv.Itoa(os.Getpid())+".log")
 	if err := os.MkdirAll(logDir, 0o755); err == nil && os.WriteFile(name, []byte(logs), 0o644) == nil {
 		where = name
 	}
-	return fmt.Sprintf("caddy output, last %d of %d lines (whole log: %s):\n%s", len(tail), len(lines), where, strings.Join(tail, ""))
+	return fmt.Sprintf("caddy output while the test ran, last %d lines (whole log: %s):\n%s", len(tail), where, strings.Join(tail, ""))
 }
 
 func (c *Caddy) configPath() string { return filepath.Join(c.dir, "Caddyfile") }

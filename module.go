@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/caddy-realtime/realtime/auth"
+	"github.com/caddy-realtime/realtime/internal/broker"
+	"github.com/caddy-realtime/realtime/replay"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/redis/go-redis/v9"
@@ -41,13 +43,14 @@ func (redisLogger) Printf(_ context.Context, format string, v ...any) {
 	}
 }
 
-// Defaults, documented in the README.
+// Defaults, documented in the README. Those of the packages that do the
+// work are theirs, named here once.
 const (
-	DefaultPrefix          = "realtime:"
+	DefaultPrefix          = broker.DefaultPrefix
 	DefaultHeartbeat       = 15 * time.Second
-	DefaultTicketTTL       = 30 * time.Second
-	DefaultReplaySize      = 1000
-	DefaultReplayTTL       = 10 * time.Minute
+	DefaultTicketTTL       = auth.DefaultTicketTTL
+	DefaultReplaySize      = replay.DefaultSize
+	DefaultReplayTTL       = replay.DefaultTTL
 	DefaultLongpollTimeout = 25 * time.Second
 	DefaultMaxChannels     = 64
 	DefaultMessageSize     = 64 * 1024

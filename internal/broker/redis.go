@@ -49,9 +49,13 @@ type RedisOptions struct {
 	OnHealth func(up bool)
 }
 
+// DefaultPrefix is put in front of a channel's name to make its Redis
+// channel and stream key.
+const DefaultPrefix = "realtime:"
+
 func (o *RedisOptions) setDefaults() {
 	if o.Prefix == "" {
-		o.Prefix = "realtime:"
+		o.Prefix = DefaultPrefix
 	}
 	if o.StreamMaxLen <= 0 {
 		o.StreamMaxLen = 1000

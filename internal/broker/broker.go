@@ -45,7 +45,7 @@ type Message struct {
 	// ID is the message's position in its channel: a Redis stream id
 	// ("1700000000000-0") for stream-fed messages, the same on every
 	// node, or "p.<epoch>.<seq>" assigned by this node for pub/sub and
-	// embedded-broker messages (see ParseNodeID, IsStreamID).
+	// embedded-broker messages (see parseNodeID, IsStreamID).
 	ID    string
 	Event string // "" is the default event, "message"
 	Data  []byte
@@ -67,14 +67,17 @@ var arrivals atomic.Uint64
 func nextArrival() uint64 { return arrivals.Add(1) }
 
 // Handler receives what a broker delivers for the channels the hub has
-// subscribed. Calls for one channel (Deliver and Gap) never overlap and
-// come in order; calls for different channels may run concurrently. The
-// broker calls them from its Redis read loops, and they may block: the
-// hub never waits on a subscriber (one that falls behind is dropped and
-// resumes), but it waits when its fan-out lanes are far behind. That is
-// back-pressure onto Redis, not loss: a stream reader reads on where it
-// stopped, and a pub/sub connection that falls too far behind is cut by
-// Redis (client-output-buffer-limit), whose reconnect reports a Gap.
+// subscribed (the embedded broker hands over every message published
+// through it). Calls for one channel (Deliver and Gap) never overlap and
+// come in order; calls for different channels may run concurrently.
+//
+// A call may block: that is back-pressure onto the broker's reader (a
+// Redis read loop, or the embedded broker's Publish), not loss. A Redis
+// stream reader reads on where it stopped; a pub/sub connection that
+// falls too far behind is cut by Redis (client-output-buffer-limit), and
+// its reconnect reports a Gap. The hub blocks when its fan-out lanes are
+// full, never on a single subscriber (one that falls behind is dropped
+// and resumes).
 type Handler interface {
 	// Deliver hands over one message.
 	Deliver(m *Message)
@@ -106,10 +109,12 @@ type Broker interface {
 	// ErrUnavailable.
 	Publish(ctx context.Context, channel, event string, data []byte, src Source) (id string, err error)
 	// History returns up to limit stored messages of channel with an id
-	// after afterID, oldest first. ErrNoHistory means the broker keeps no
-	// history for the channel (pub/sub only, or afterID is a node-assigned
-	// id); ErrUnknownID means afterID cannot be placed; ErrTrimmed means
-	// messages after afterID are no longer retained.
+	// after afterID, oldest first. ErrTrimmed means messages after afterID
+	// are no longer retained, and an error wrapping ErrUnavailable that
+	// the bus is down. Any other error means that afterID cannot be
+	// served: the broker keeps no history for the channel (errNoHistory:
+	// pub/sub only, or afterID is a node-assigned id), or afterID cannot
+	// be placed (errUnknownID).
 	History(ctx context.Context, channel, afterID string, limit int) ([]*Message, error)
 	// Healthy reports whether the bus is reachable.
 	Healthy() bool
@@ -118,10 +123,10 @@ type Broker interface {
 }
 
 var (
-	// ErrNoHistory means a channel keeps no history in the broker.
-	ErrNoHistory = errors.New("no history kept for this channel")
-	// ErrUnknownID means an id cannot be placed in a channel's history.
-	ErrUnknownID = errors.New("unknown message id")
+	// errNoHistory means a channel keeps no history in the broker.
+	errNoHistory = errors.New("no history kept for this channel")
+	// errUnknownID means an id cannot be placed in a channel's history.
+	errUnknownID = errors.New("unknown message id")
 	// ErrUnavailable means the bus cannot be reached now.
 	ErrUnavailable = errors.New("message bus unavailable")
 	// ErrTrimmed means messages after an id were trimmed away or expired:

@@ -27,8 +27,8 @@ const (
 	maxNodeIDBytes = len(nodeIDPrefix) + maxEpochLen + 1 + maxDecimalLen
 )
 
-// NewEpoch returns a fresh random epoch for node-assigned ids.
-func NewEpoch() string {
+// newEpoch returns a fresh random epoch for node-assigned ids.
+func newEpoch() string {
 	var b [epochLen]byte
 	r := rand.Uint64()
 	for i := range b {
@@ -38,8 +38,8 @@ func NewEpoch() string {
 	return string(b[:])
 }
 
-// FormatNodeID returns the node-assigned id of message seq in epoch.
-func FormatNodeID(epoch string, seq uint64) string {
+// formatNodeID returns the node-assigned id of message seq in epoch.
+func formatNodeID(epoch string, seq uint64) string {
 	var buf [maxNodeIDBytes]byte
 	b := append(buf[:0], nodeIDPrefix...)
 	b = append(b, epoch...)
@@ -48,12 +48,12 @@ func FormatNodeID(epoch string, seq uint64) string {
 	return string(b)
 }
 
-// ParseNodeID splits a node-assigned id "p.<epoch>.<seq>" into its epoch
+// parseNodeID splits a node-assigned id "p.<epoch>.<seq>" into its epoch
 // and sequence number. ok is false for anything else, stream ids
-// included. Only the canonical form FormatNodeID produces is accepted
+// included. Only the canonical form formatNodeID produces is accepted
 // (no leading zeros). Seq 0 is the position before the epoch's first
 // message: a valid resume point, not a message.
-func ParseNodeID(id string) (epoch string, seq uint64, ok bool) {
+func parseNodeID(id string) (epoch string, seq uint64, ok bool) {
 	if len(id) > maxNodeIDBytes {
 		return "", 0, false
 	}
@@ -78,10 +78,10 @@ func ParseNodeID(id string) (epoch string, seq uint64, ok bool) {
 	return epoch, seq, true
 }
 
-// ParseStreamID splits a Redis stream id "<ms>-<seq>" into its two
+// parseStreamID splits a Redis stream id "<ms>-<seq>" into its two
 // numbers. Only the complete canonical form is accepted (no leading
 // zeros, no sign, no spaces).
-func ParseStreamID(id string) (ms, seq uint64, ok bool) {
+func parseStreamID(id string) (ms, seq uint64, ok bool) {
 	i := strings.IndexByte(id, '-')
 	if i < 0 {
 		return 0, 0, false
@@ -97,7 +97,7 @@ func ParseStreamID(id string) (ms, seq uint64, ok bool) {
 
 // IsStreamID reports whether id is a Redis stream id.
 func IsStreamID(id string) bool {
-	_, _, ok := ParseStreamID(id)
+	_, _, ok := parseStreamID(id)
 	return ok
 }
 
@@ -106,8 +106,8 @@ func IsStreamID(id string) bool {
 // not a stream id sorts before every stream id; two such ids compare as
 // strings.
 func CompareStreamIDs(a, b string) int {
-	ams, aseq, aok := ParseStreamID(a)
-	bms, bseq, bok := ParseStreamID(b)
+	ams, aseq, aok := parseStreamID(a)
+	bms, bseq, bok := parseStreamID(b)
 	switch {
 	case !aok && !bok:
 		return strings.Compare(a, b)

@@ -33,9 +33,9 @@ func TestParseNodeID(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.id, func(t *testing.T) {
-			epoch, seq, ok := ParseNodeID(tc.id)
+			epoch, seq, ok := parseNodeID(tc.id)
 			if epoch != tc.epoch || seq != tc.seq || ok != tc.ok {
-				t.Fatalf("ParseNodeID(%q) = %q, %d, %v; want %q, %d, %v", tc.id, epoch, seq, ok, tc.epoch, tc.seq, tc.ok)
+				t.Fatalf("parseNodeID(%q) = %q, %d, %v; want %q, %d, %v", tc.id, epoch, seq, ok, tc.epoch, tc.seq, tc.ok)
 			}
 			if ok && IsStreamID(tc.id) {
 				t.Fatalf("%q is both a node id and a stream id", tc.id)
@@ -46,9 +46,9 @@ func TestParseNodeID(t *testing.T) {
 
 func TestNodeIDRoundTrip(t *testing.T) {
 	for i := 0; i < 100; i++ {
-		e := NewEpoch()
-		id := FormatNodeID(e, uint64(i)+1)
-		epoch, seq, ok := ParseNodeID(id)
+		e := newEpoch()
+		id := formatNodeID(e, uint64(i)+1)
+		epoch, seq, ok := parseNodeID(id)
 		if !ok || epoch != e || seq != uint64(i)+1 {
 			t.Fatalf("round trip of %q: %q %d %v", id, epoch, seq, ok)
 		}
@@ -84,9 +84,9 @@ func TestStreamIDs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.id, func(t *testing.T) {
-			ms, seq, ok := ParseStreamID(tc.id)
+			ms, seq, ok := parseStreamID(tc.id)
 			if ms != tc.ms || seq != tc.seq || ok != tc.ok {
-				t.Fatalf("ParseStreamID(%q) = %d, %d, %v", tc.id, ms, seq, ok)
+				t.Fatalf("parseStreamID(%q) = %d, %d, %v", tc.id, ms, seq, ok)
 			}
 			if IsStreamID(tc.id) != tc.ok {
 				t.Fatalf("IsStreamID(%q) != %v", tc.id, tc.ok)
@@ -127,12 +127,12 @@ func FuzzParseNodeID(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, id string) {
-		epoch, seq, ok := ParseNodeID(id)
+		epoch, seq, ok := parseNodeID(id)
 		if !ok {
 			return
 		}
-		if got := FormatNodeID(epoch, seq); got != id {
-			t.Fatalf("ParseNodeID(%q) accepted a non-canonical id (formats as %q)", id, got)
+		if got := formatNodeID(epoch, seq); got != id {
+			t.Fatalf("parseNodeID(%q) accepted a non-canonical id (formats as %q)", id, got)
 		}
 		if IsStreamID(id) {
 			t.Fatalf("%q is both a node id and a stream id", id)
@@ -145,10 +145,10 @@ func FuzzStreamID(f *testing.F) {
 		f.Add(s, "1-1")
 	}
 	f.Fuzz(func(t *testing.T, a, b string) {
-		ms, seq, ok := ParseStreamID(a)
+		ms, seq, ok := parseStreamID(a)
 		if ok {
 			if got := strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq, 10); got != a {
-				t.Fatalf("ParseStreamID(%q) accepted a non-canonical id (formats as %q)", a, got)
+				t.Fatalf("parseStreamID(%q) accepted a non-canonical id (formats as %q)", a, got)
 			}
 		}
 		ab, ba := CompareStreamIDs(a, b), CompareStreamIDs(b, a)

@@ -45,10 +45,10 @@ func (b *Memory) Subscribe(ctx context.Context, channel string) (string, error) 
 	}
 	c := b.chans[channel]
 	if c == nil {
-		c = &memChan{epoch: NewEpoch()}
+		c = &memChan{epoch: newEpoch()}
 		b.chans[channel] = c
 	}
-	return FormatNodeID(c.epoch, c.seq), nil
+	return formatNodeID(c.epoch, c.seq), nil
 }
 
 // Unsubscribe forgets channel; a later Subscribe starts a new epoch.
@@ -63,10 +63,10 @@ func (b *Memory) Unsubscribe(channel string) {
 }
 
 // Publish delivers a copy of data to the Handler before it returns and
-// returns the message's node-assigned id. A channel nobody subscribed
-// gets an id of a throwaway epoch; the message is still handed to the
-// Handler, which counts it and keeps it in its replay cache like any
-// other, though it reaches no subscriber.
+// returns the message's node-assigned id; a Handler that blocks holds up
+// Publish. A message for a channel nobody subscribes gets an id of a
+// throwaway epoch and is handed to the Handler all the same: the hub
+// counts it and keeps it in its replay cache like any other message.
 func (b *Memory) Publish(ctx context.Context, channel, event string, data []byte, src Source) (string, error) {
 	b.mu.RLock()
 	c := b.chans[channel]
@@ -80,7 +80,7 @@ func (b *Memory) Publish(ctx context.Context, channel, event string, data []byte
 		m.Data = []byte{}
 	}
 	if c == nil {
-		m.ID = FormatNodeID(NewEpoch(), 1)
+		m.ID = formatNodeID(newEpoch(), 1)
 		b.h.Deliver(m)
 		return m.ID, nil
 	}
@@ -88,18 +88,18 @@ func (b *Memory) Publish(ctx context.Context, channel, event string, data []byte
 	defer c.mu.Unlock()
 	if c.gone.Load() {
 		// unsubscribed meanwhile: as if nobody had subscribed
-		m.ID = FormatNodeID(NewEpoch(), 1)
+		m.ID = formatNodeID(newEpoch(), 1)
 	} else {
 		c.seq++
-		m.ID = FormatNodeID(c.epoch, c.seq)
+		m.ID = formatNodeID(c.epoch, c.seq)
 	}
 	b.h.Deliver(m)
 	return m.ID, nil
 }
 
-// History always fails with ErrNoHistory.
+// History always fails with errNoHistory.
 func (b *Memory) History(ctx context.Context, channel, afterID string, limit int) ([]*Message, error) {
-	return nil, ErrNoHistory
+	return nil, errNoHistory
 }
 
 // Healthy is true until Close.

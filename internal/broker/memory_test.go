@@ -17,7 +17,7 @@ func TestMemoryPublishDelivers(t *testing.T) {
 	defer b.Close()
 	ctx := context.Background()
 	last, err := b.Subscribe(ctx, "news")
-	if _, seq, ok := ParseNodeID(last); err != nil || !ok || seq != 0 {
+	if _, seq, ok := parseNodeID(last); err != nil || !ok || seq != 0 {
 		t.Fatalf("Subscribe = %q, %v; want the start of an epoch", last, err)
 	}
 	payloads := [][]byte{[]byte("hello"), {0, 0xff, '\n', '\r'}, []byte("multi\nline\r\n"), []byte("ünïcødé ✓"), {}}
@@ -33,7 +33,7 @@ func TestMemoryPublishDelivers(t *testing.T) {
 		if m == nil || m.ID != id || !bytes.Equal(m.Data, p) || m.Event != "ev" || m.Source != src || m.Channel != "news" || m.Received.IsZero() {
 			t.Fatalf("delivered %+v for id %q payload %q", m, id, p)
 		}
-		ep, seq, ok := ParseNodeID(id)
+		ep, seq, ok := parseNodeID(id)
 		if !ok || seq != uint64(i)+1 {
 			t.Fatalf("id %q: seq %d ok %v", id, seq, ok)
 		}
@@ -60,11 +60,11 @@ func TestMemoryPublishDelivers(t *testing.T) {
 	}
 	id, _ := b.Publish(ctx, "news", "", []byte("x"), SourceHTTP)
 	rec.next(time.Second)
-	if ep, seq, _ := ParseNodeID(id); ep == epoch || seq != 1 {
+	if ep, seq, _ := parseNodeID(id); ep == epoch || seq != 1 {
 		t.Fatalf("after resubscribing: id %q (old epoch %q)", id, epoch)
 	}
 
-	if _, err := b.History(ctx, "news", id, 10); !errors.Is(err, ErrNoHistory) {
+	if _, err := b.History(ctx, "news", id, 10); !errors.Is(err, errNoHistory) {
 		t.Fatalf("History: %v", err)
 	}
 	if !b.Healthy() {
@@ -80,7 +80,7 @@ func TestMemoryUnsubscribedAndClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, ok := ParseNodeID(id); !ok {
+	if _, _, ok := parseNodeID(id); !ok {
 		t.Fatalf("id %q", id)
 	}
 	rec.next(time.Second)
@@ -107,7 +107,7 @@ type orderChecker struct {
 func (o *orderChecker) Deliver(m *Message) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	_, seq, ok := ParseNodeID(m.ID)
+	_, seq, ok := parseNodeID(m.ID)
 	if !ok || seq != o.last[m.Channel]+1 {
 		o.err = fmt.Errorf("channel %s: id %s after seq %d", m.Channel, m.ID, o.last[m.Channel])
 	}

@@ -157,7 +157,7 @@ func TestRedisCluster(t *testing.T) {
 				if e.Msg == nil || e.Channel != ch || !bytes.Equal(e.Msg.Data, []byte(payload)) || e.Msg.Source != SourcePubSub {
 					t.Fatalf("%s: want %q, got %+v (gap %q)", ch, payload, e.Msg, e.Reason)
 				}
-				_, s, ok := ParseNodeID(e.Msg.ID)
+				_, s, ok := parseNodeID(e.Msg.ID)
 				if !ok || s != seq[rec][ch]+1 {
 					t.Fatalf("%s: id %q after seq %d", ch, e.Msg.ID, seq[rec][ch])
 				}
@@ -270,7 +270,7 @@ func TestRedisCluster(t *testing.T) {
 				if len(ms) != 2 || ms[0].ID != ids[ch][1] || ms[1].ID != ids[ch][2] || ms[0].Event != "ev" {
 					t.Fatalf("history of %s: %+v", ch, ms)
 				}
-				if _, err := b.History(ctx, ch, "p.abc.1", 10); err != ErrNoHistory {
+				if _, err := b.History(ctx, ch, "p.abc.1", 10); err != errNoHistory {
 					t.Fatalf("history after a node id: %v", err)
 				}
 			}

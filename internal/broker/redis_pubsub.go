@@ -3,18 +3,18 @@ package broker
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
 )
 
 // Pub/sub runs in sessions: one session is one go-redis PubSub. The
-// reader (runPubSub) owns the session: it opens it, reads every reply,
-// and on any error closes it and opens a new one after a backoff. The
-// writer (runPubSubWriter) makes the session's subscriptions match the
-// channels in use: it sends the SUBSCRIBEs and UNSUBSCRIBEs, in order,
-// so the hub's Unsubscribe never waits on the network.
+// reader (pubsubSession) owns the session: it opens it, reads every
+// reply, and on any error closes it; the worker opens a new one after a
+// backoff. The writer (reconcile) makes the session's subscriptions match
+// the channels in use: it sends the SUBSCRIBEs and UNSUBSCRIBEs, in
+// order, so the hub's Unsubscribe never waits on the network.
 //
 // A channel's first subscribe confirmation makes it ready (Subscribe
 // returns); every later confirmation means its subscription was made
@@ -24,82 +24,41 @@ import (
 // the new subscription. The writer never SUBSCRIBEs a channel twice in a
 // session, so a repeated confirmation is always a resubscription.
 
+// subscribeBatch is how many channels one (UN)SUBSCRIBE command names at
+// most.
+const subscribeBatch = 512
+
 // psLink is one pub/sub connection and its sessions: the classic link
 // (SUBSCRIBE, every channel in use), or with a Redis Cluster the sharded
 // link of one hash slot (SSUBSCRIBE, the slot's channels in use, on the
 // master owning the slot: go-redis routes the connection by the slot of
 // its channels, on reconnect too).
 type psLink struct {
-	sharded bool
-	slot    int
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wake    chan struct{} // reconcile the subscriptions
+	worker
 
-	// guarded by Redis.mu
-	dead bool // retired (a sharded link whose slot has no channel left)
-	// the current session, nil between sessions
+	// guarded by Redis.mu: the current session, nil between sessions
 	ps           *redis.PubSub
 	keys         map[string]bool // channels SUBSCRIBEd on ps
 	live         map[string]bool // channels whose SUBSCRIBE ps confirmed
 	unsubPending map[string]int  // UNSUBSCRIBEs sent on ps, not yet answered
 }
 
-// errIdle ends the session of a link or reader that has nothing to do.
-var errIdle = errors.New("no channel left")
-
-func (r *Redis) runPubSub(l *psLink) {
-	defer r.wg.Done()
-	attempt := 0
-	for {
-		err := r.pubsubSession(l, &attempt)
-		if l.ctx.Err() != nil {
-			return
-		}
-		if l.sharded {
-			if err != errIdle {
-				r.log.Warn("redis sharded pub/sub connection", zap.Int("slot", l.slot), zap.Error(err))
-			}
-			r.cluster.ReloadState(l.ctx)
-		} else {
-			r.setHealth(partPubSub, false, err)
-		}
-		if !sleepCtx(l.ctx, backoff(attempt)) {
-			return
-		}
-		attempt++
-	}
+// startLink starts the reader and the writer of l.
+func (r *Redis) startLink(ctx context.Context, l *psLink) {
+	r.wg.Add(2)
+	go r.supervise(ctx, &l.worker, "redis sharded pub/sub connection", func(ctx context.Context, _ bool, up func()) error {
+		return r.pubsubSession(ctx, l, up)
+	})
+	go r.runOnWake(ctx, l.wake, func(ctx context.Context) { r.reconcile(ctx, l) })
 }
 
-func (r *Redis) pubsubSession(l *psLink, attempt *int) error {
-	var ps *redis.PubSub
-	if l.sharded {
-		ps = r.cluster.SSubscribe(l.ctx) // connects on the first SSUBSCRIBE
-	} else {
-		ps = r.uc.Subscribe(l.ctx) // connects on first use
+// pubsubSession opens a session of l and reads its replies until it
+// fails.
+func (r *Redis) pubsubSession(ctx context.Context, l *psLink, up func()) error {
+	ps, first, err := r.openSession(ctx, l)
+	if err != nil {
+		return err
 	}
-	r.mu.Lock()
-	if r.closed || l.dead {
-		r.mu.Unlock()
-		_ = ps.Close()
-		return errors.New("closed")
-	}
-	l.ps = ps
-	l.keys = make(map[string]bool)
-	l.live = make(map[string]bool)
-	l.unsubPending = make(map[string]int)
-	var first []string
-	if l.sharded {
-		// the first SSUBSCRIBE routes the connection to the slot's master
-		for name := range r.bySlot[l.slot] {
-			l.keys[name] = true
-			first = append(first, r.key(name))
-		}
-		if len(first) == 0 {
-			r.retireLinkLocked(l)
-		}
-	}
-	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
 		if l.ps == ps {
@@ -108,61 +67,91 @@ func (r *Redis) pubsubSession(l *psLink, attempt *int) error {
 		r.mu.Unlock()
 		_ = ps.Close()
 	}()
+	if err := r.connectSession(ctx, l, ps, first); err != nil {
+		return err
+	}
+	signal(l.wake)
+	return r.receive(ctx, l, ps, up)
+}
 
+// openSession makes a new go-redis PubSub the session of l. A sharded
+// link records the channels of its slot as subscribed, and returns their
+// keys to be SSUBSCRIBEd first: the first SSUBSCRIBE routes the
+// connection to the slot's master. With no channel left it is retired.
+func (r *Redis) openSession(ctx context.Context, l *psLink) (ps *redis.PubSub, first []string, err error) {
 	if l.sharded {
-		if len(first) == 0 {
-			return errIdle
-		}
-		if err := r.confirmMaster(l.ctx, first[0]); err != nil {
-			return err
-		}
-		for len(first) > 0 {
-			n := min(len(first), subscribeBatch)
-			ctx, cancel := context.WithTimeout(l.ctx, r.opts.Timeout)
-			err := ps.SSubscribe(ctx, first[:n]...)
-			cancel()
-			if err != nil {
-				return err
-			}
-			first = first[n:]
-		}
+		ps = r.cluster.SSubscribe(ctx) // connects on the first SSUBSCRIBE
 	} else {
-		ctx, cancel := context.WithTimeout(l.ctx, r.opts.Timeout)
-		err := ps.Ping(ctx) // connects; the PONG marks the session healthy
-		cancel()
-		if err != nil {
+		ps = r.uc.Subscribe(ctx) // connects on first use
+	}
+	r.mu.Lock()
+	if r.closed || l.dead {
+		r.mu.Unlock()
+		_ = ps.Close()
+		return nil, nil, errors.New("closed")
+	}
+	l.ps = ps
+	l.keys = make(map[string]bool)
+	l.live = make(map[string]bool)
+	l.unsubPending = make(map[string]int)
+	if l.sharded {
+		for name := range r.bySlot[l.slot] {
+			l.keys[name] = true
+			first = append(first, r.key(name))
+		}
+		if len(first) == 0 {
+			retireLocked(r, r.slotLinks, l)
+		}
+	}
+	r.mu.Unlock()
+	return ps, first, nil
+}
+
+// connectSession connects ps: a classic link sends a PING, whose PONG
+// marks the session up; a sharded link SSUBSCRIBEs the channels of its
+// slot, once it has made sure of the slot's master.
+func (r *Redis) connectSession(ctx context.Context, l *psLink, ps *redis.PubSub, first []string) error {
+	if !l.sharded {
+		return r.timed(ctx, func(ctx context.Context) error { return ps.Ping(ctx) })
+	}
+	if len(first) == 0 {
+		return errIdle
+	}
+	if err := r.confirmMaster(ctx, first[0]); err != nil {
+		return err
+	}
+	for batch := range slices.Chunk(first, subscribeBatch) {
+		if err := r.timed(ctx, func(ctx context.Context) error { return ps.SSubscribe(ctx, batch...) }); err != nil {
 			return err
 		}
 	}
-	signal(l.wake)
+	return nil
+}
 
-	up := false
-	pinged := false
+// receive reads the replies of ps until it fails: a connection silent
+// for HealthCheck is pinged, and given up if it stays silent for another.
+// The first reply calls up.
+func (r *Redis) receive(ctx context.Context, l *psLink, ps *redis.PubSub, up func()) error {
+	connected, pinged := false, false
 	for {
-		msg, err := ps.ReceiveTimeout(l.ctx, r.opts.HealthCheck)
+		msg, err := ps.ReceiveTimeout(ctx, r.opts.HealthCheck)
 		if err != nil {
-			if !isTimeout(err) || l.ctx.Err() != nil {
+			if !isTimeout(err) || ctx.Err() != nil {
 				return err
 			}
 			if pinged {
 				return errors.New("pub/sub connection: no answer to ping")
 			}
 			pinged = true
-			ctx, cancel := context.WithTimeout(l.ctx, r.opts.Timeout)
-			err = ps.Ping(ctx)
-			cancel()
-			if err != nil {
+			if err := r.timed(ctx, func(ctx context.Context) error { return ps.Ping(ctx) }); err != nil {
 				return err
 			}
 			continue
 		}
 		pinged = false
-		if !up {
-			up = true
-			*attempt = 0
-			if !l.sharded {
-				r.setHealth(partPubSub, true, nil)
-			}
+		if !connected {
+			connected = true
+			up()
 		}
 		switch m := msg.(type) {
 		case *redis.Message:
@@ -180,69 +169,81 @@ func (r *Redis) onSubscription(l *psLink, ps *redis.PubSub, s *redis.Subscriptio
 	if !ok {
 		return nil
 	}
-	r.mu.Lock()
-	if l.ps != ps {
-		r.mu.Unlock()
-		return nil
-	}
 	switch s.Kind {
 	case "unsubscribe", "sunsubscribe":
-		if n := l.unsubPending[name]; n > 1 {
-			l.unsubPending[name] = n - 1
-		} else if n == 1 {
-			delete(l.unsubPending, name)
-		} else if l.sharded && l.keys[name] {
-			// not asked for: the slot moved to another master (Redis
-			// drops the sharded subscriptions of a slot it loses); a new
-			// session subscribes where the slot is now
-			r.mu.Unlock()
-			return errors.New("sharded subscription of " + name + " dropped by redis (slot moved)")
-		}
-		r.mu.Unlock()
-		return nil
+		return r.onUnsubscribed(l, ps, name)
 	case "subscribe", "ssubscribe":
-	default:
-		r.mu.Unlock()
+		r.onSubscribed(l, ps, name)
+	}
+	return nil
+}
+
+// onUnsubscribed accounts for an unsubscribe confirmation of the session
+// ps. One that l did not ask for, of a sharded subscription, means that
+// the slot moved to another master (Redis drops the sharded
+// subscriptions of a slot it loses): the session ends, and the next one
+// subscribes where the slot is now.
+func (r *Redis) onUnsubscribed(l *psLink, ps *redis.PubSub, name string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l.ps != ps {
 		return nil
 	}
-	if l.unsubPending[name] > 0 {
-		// answers a SUBSCRIBE sent before an UNSUBSCRIBE still on its way
+	switch n := l.unsubPending[name]; {
+	case n > 1:
+		l.unsubPending[name] = n - 1
+	case n == 1:
+		delete(l.unsubPending, name)
+	case l.sharded && l.keys[name]:
+		return errors.New("sharded subscription of " + name + " dropped by redis (slot moved)")
+	}
+	return nil
+}
+
+// onSubscribed records a subscribe confirmation of the session ps and
+// hands it to the channel, unless it answers a SUBSCRIBE sent before an
+// UNSUBSCRIBE still on its way.
+func (r *Redis) onSubscribed(l *psLink, ps *redis.PubSub, name string) {
+	r.mu.Lock()
+	if l.ps != ps || l.unsubPending[name] > 0 {
 		r.mu.Unlock()
-		return nil
+		return
 	}
 	l.live[name] = true
 	c := r.chans[name]
 	r.mu.Unlock()
-	if c == nil {
-		return nil
+	if c != nil {
+		r.confirm(c, l.sharded)
 	}
+}
+
+// confirm records that c's subscription on the classic or a sharded link
+// is confirmed. The first confirmation of both makes c ready and starts
+// its first epoch; a later one is a resubscription, reported with a gap
+// and a new epoch.
+func (r *Redis) confirm(c *redisChan, sharded bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gone.Load() {
-		return nil
+		return
 	}
-	var was bool
-	if l.sharded {
-		was, c.spsReady = c.spsReady, true
-	} else {
-		was, c.psReady = c.psReady, true
+	ready := &c.psReady
+	if sharded {
+		ready = &c.spsReady
 	}
-	if !was {
+	was := *ready
+	*ready = true
+	switch {
+	case !was:
 		if !c.live && c.psReady && c.spsReady {
 			c.live = true
-			c.epoch = NewEpoch()
-			c.seq = 0
+			c.epoch, c.seq = newEpoch(), 0
 			close(c.ready)
 		}
-		return nil
+	case c.live: // else nothing was delivered yet
+		c.epoch, c.seq = newEpoch(), 0
+		r.h.Gap(c.name, "gap", formatNodeID(c.epoch, 0))
 	}
-	if !c.live {
-		return nil // nothing delivered yet
-	}
-	c.epoch = NewEpoch()
-	c.seq = 0
-	r.h.Gap(name, "gap", FormatNodeID(c.epoch, 0))
-	return nil
 }
 
 func (r *Redis) onMessage(pm *redis.Message) {
@@ -251,9 +252,7 @@ func (r *Redis) onMessage(pm *redis.Message) {
 		return
 	}
 	now := time.Now()
-	r.mu.RLock()
-	c := r.chans[name]
-	r.mu.RUnlock()
+	c := r.lookup(name)
 	if c == nil {
 		return
 	}
@@ -265,7 +264,7 @@ func (r *Redis) onMessage(pm *redis.Message) {
 	c.seq++
 	r.h.Deliver(&Message{
 		Channel:  name,
-		ID:       FormatNodeID(c.epoch, c.seq),
+		ID:       formatNodeID(c.epoch, c.seq),
 		Data:     []byte(pm.Payload),
 		Source:   SourcePubSub,
 		Received: now,
@@ -273,34 +272,16 @@ func (r *Redis) onMessage(pm *redis.Message) {
 	})
 }
 
-// runPubSubWriter sends the SUBSCRIBEs and UNSUBSCRIBEs that make the
-// session's subscriptions match the channels in use.
-func (r *Redis) runPubSubWriter(l *psLink) {
-	defer r.wg.Done()
-	for {
-		select {
-		case <-l.ctx.Done():
-			return
-		case <-l.wake:
-		}
-		r.reconcile(l)
-	}
-}
-
-func (r *Redis) reconcile(l *psLink) {
+// reconcile is the writer of l: it sends the SUBSCRIBEs and UNSUBSCRIBEs
+// that make the session's subscriptions match the channels in use. It
+// runs whenever l is woken.
+func (r *Redis) reconcile(ctx context.Context, l *psLink) {
 	r.mu.Lock()
 	ps := l.ps
-	if ps == nil {
+	inUse := r.inUseLocked(&l.worker)
+	if ps == nil || (len(inUse) == 0 && retireLocked(r, r.slotLinks, l)) {
 		r.mu.Unlock()
 		return
-	}
-	inUse := r.chans
-	if l.sharded {
-		inUse = r.bySlot[l.slot]
-		if len(inUse) == 0 && r.retireLinkLocked(l) {
-			r.mu.Unlock()
-			return
-		}
 	}
 	var subs, unsubs []string
 	for name := range l.keys {
@@ -323,18 +304,10 @@ func (r *Redis) reconcile(l *psLink) {
 		unsubscribe, subscribe = ps.SUnsubscribe, ps.SSubscribe
 	}
 	// errors are the reader's business: it sees the broken connection
-	for len(unsubs) > 0 {
-		n := min(len(unsubs), subscribeBatch)
-		ctx, cancel := context.WithTimeout(l.ctx, r.opts.Timeout)
-		_ = unsubscribe(ctx, unsubs[:n]...)
-		cancel()
-		unsubs = unsubs[n:]
+	for batch := range slices.Chunk(unsubs, subscribeBatch) {
+		_ = r.timed(ctx, func(ctx context.Context) error { return unsubscribe(ctx, batch...) })
 	}
-	for len(subs) > 0 {
-		n := min(len(subs), subscribeBatch)
-		ctx, cancel := context.WithTimeout(l.ctx, r.opts.Timeout)
-		_ = subscribe(ctx, subs[:n]...)
-		cancel()
-		subs = subs[n:]
+	for batch := range slices.Chunk(subs, subscribeBatch) {
+		_ = r.timed(ctx, func(ctx context.Context) error { return subscribe(ctx, batch...) })
 	}
 }

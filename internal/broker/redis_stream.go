@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"time"
 
@@ -11,152 +12,181 @@ import (
 	"go.uber.org/zap"
 )
 
-// The stream reader tails the streams of every channel in use with one
-// blocking XREAD on a connection of its own. Each channel remembers the
-// last id read, so a new XREAD (after a change of the channel set, or a
-// reconnect) goes on where the previous one stopped. A change of the set
-// interrupts the blocked XREAD with CLIENT UNBLOCK from another
-// connection (runKicker).
+// A stream reader tails the streams of its channels (every channel with a
+// single server, one slot's with a Redis Cluster: XREAD cannot name keys
+// of different slots) with one blocking XREAD on a connection of its own.
+// Each channel remembers the last id read, so a new XREAD (after a change
+// of the channel set, or a reconnect) goes on where the previous one
+// stopped. A change of the set interrupts the blocked XREAD with CLIENT
+// UNBLOCK from another connection (kickStale).
+type streamReader struct {
+	worker
 
-func (r *Redis) runStreams() {
-	defer r.wg.Done()
-	attempt := 0
-	first := true
-	for {
-		err := r.streamSession(&attempt, first)
-		if r.ctx.Err() != nil {
-			return
-		}
-		first = false
-		r.setHealth(partStream, false, err)
-		if !sleepCtx(r.ctx, backoff(attempt)) {
-			return
-		}
-		attempt++
-	}
+	// guarded by Redis.mu
+	gen      uint64        // bumped on each change of the reader's channel set
+	sentGen  uint64        // gen of the channel set of the current XREAD
+	blocking bool          // in (or about to send) XREAD
+	id       int64         // CLIENT ID of the connection, 0 if none
+	node     *redis.Client // the server the connection is on, nil if none
 }
 
-func (r *Redis) streamSession(attempt *int, first bool) error {
-	conn := r.client.EphemeralConn()
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(r.ctx, r.opts.Timeout)
-	id, err := conn.ClientID(ctx).Result()
-	cancel()
-	if err != nil {
-		return err
-	}
-	r.mu.Lock()
-	r.readerID = id
-	r.readerBlocking = false
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		r.readerID = 0
-		r.readerBlocking = false
-		r.mu.Unlock()
-	}()
-	*attempt = 0
-	r.setHealth(partStream, true, nil)
-	if !first {
-		r.mu.RLock()
-		chans := make([]*redisChan, 0, len(r.chans))
-		for _, c := range r.chans {
-			chans = append(chans, c)
-		}
-		r.mu.RUnlock()
-		if err := r.checkLost(conn, chans); err != nil {
-			return err
-		}
-	}
+// streamCount is XREAD's COUNT, per stream and call.
+const streamCount = 1000
 
-	return r.tail(conn, streamTail{
-		ctx:  r.ctx,
-		wake: r.streamWake,
-		snapshot: func() ([]string, bool) {
-			return r.snapshot(), false
-		},
-		unblocked: func() {
-			r.mu.Lock()
-			r.readerBlocking = false
-			r.mu.Unlock()
-		},
+// Kicker retries: CLIENT UNBLOCK finds no blocked XREAD while the
+// reader's XREAD is still on its way to Redis, a short window. The first
+// retry comes soon, and the retries back off up to a few milliseconds.
+const (
+	minUnblockRetry = 200 * time.Microsecond
+	maxUnblockRetry = 20 * time.Millisecond
+)
+
+// startReader starts the sessions of sr.
+func (r *Redis) startReader(ctx context.Context, sr *streamReader) {
+	r.wg.Add(1)
+	go r.supervise(ctx, &sr.worker, "redis stream reader", func(ctx context.Context, resumed bool, up func()) error {
+		return r.streamSession(ctx, sr, resumed, up)
 	})
 }
 
-// streamTail is what one blocking XREAD loop reads for: all the channels
-// of a single server, or the channels of one hash slot of a cluster.
-type streamTail struct {
-	ctx  context.Context
-	wake <-chan struct{} // the channel set changed
-	// snapshot returns the XREAD STREAMS arguments and records that the
-	// reader is about to block on them; idle ends the loop (errIdle).
-	snapshot func() (args []string, idle bool)
-	// unblocked records that the reader no longer blocks in XREAD.
-	unblocked func()
+// streamSession reads sr's streams on a new connection. After a reconnect
+// it first reports the entries lost meanwhile (checkLost).
+func (r *Redis) streamSession(ctx context.Context, sr *streamReader, resumed bool, up func()) error {
+	conn, err := r.dialReader(ctx, sr)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		r.mu.Lock()
+		sr.id, sr.node, sr.blocking = 0, nil, false
+		r.mu.Unlock()
+		_ = conn.Close()
+	}()
+	up()
+	if resumed {
+		if err := r.checkLost(ctx, conn, r.chansOf(&sr.worker)); err != nil {
+			return err
+		}
+	}
+	return r.tail(ctx, conn, sr)
 }
 
-// tail reads the streams of t with blocking XREADs on conn, delivering
-// every entry, until t.ctx ends, the reader goes idle, or Redis fails.
-// An idle reader pings conn every HealthCheck to notice a dead server.
-func (r *Redis) tail(conn *redis.Conn, t streamTail) error {
+// dialReader opens a connection to the server of sr's channels and
+// records its CLIENT ID, for the kicker. A sharded reader connects to the
+// master of its slot, or is retired when the slot has no channel left.
+func (r *Redis) dialReader(ctx context.Context, sr *streamReader) (*redis.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+	defer cancel()
+	node := r.client
+	if sr.sharded {
+		key := r.slotKey(sr)
+		if key == "" {
+			return nil, errIdle
+		}
+		var err error
+		if node, err = r.cluster.MasterForKey(ctx, key); err != nil {
+			return nil, err
+		}
+	}
+	conn := node.EphemeralConn()
+	id, err := conn.ClientID(ctx).Result()
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	r.mu.Lock()
+	sr.id, sr.node, sr.blocking = id, node, false
+	r.mu.Unlock()
+	return conn, nil
+}
+
+// slotKey returns the key of a channel of sr's slot, which names the
+// slot's master; "" when the slot has none left and sr is retired.
+func (r *Redis) slotKey(sr *streamReader) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	key := ""
+	for _, c := range r.bySlot[sr.slot] {
+		key = c.key
+		break
+	}
+	if key == "" {
+		retireLocked(r, r.readers, sr)
+	}
+	return key
+}
+
+// tail reads the streams of sr with blocking XREADs on conn, delivering
+// every entry, until ctx ends, the reader is retired, or Redis fails.
+func (r *Redis) tail(ctx context.Context, conn *redis.Conn, sr *streamReader) error {
 	block := 2 * r.opts.HealthCheck
 	for {
 		select {
-		case <-t.wake:
+		case <-sr.wake:
 		default:
 		}
-		keys, idle := t.snapshot()
+		keys, idle := r.snapshot(sr)
 		if idle {
 			return errIdle
 		}
 		if len(keys) == 0 {
-			timer := time.NewTimer(r.opts.HealthCheck)
-			select {
-			case <-t.ctx.Done():
-				timer.Stop()
-				return t.ctx.Err()
-			case <-t.wake:
-				timer.Stop()
-				continue
-			case <-timer.C:
-			}
-			ctx, cancel := context.WithTimeout(t.ctx, r.opts.Timeout)
-			err := conn.Ping(ctx).Err()
-			cancel()
-			if err != nil {
+			if err := r.waitIdle(ctx, conn, sr.wake); err != nil {
 				return err
 			}
 			continue
 		}
-		res, err := conn.XRead(t.ctx, &redis.XReadArgs{Streams: keys, Count: streamCount, Block: block}).Result()
-		t.unblocked()
-		switch {
-		case errors.Is(err, redis.Nil):
-			continue // timed out, or CLIENT UNBLOCK
-		case err != nil:
-			if t.ctx.Err() != nil {
-				return t.ctx.Err()
+		res, err := conn.XRead(ctx, &redis.XReadArgs{Streams: keys, Count: streamCount, Block: block}).Result()
+		r.mu.Lock()
+		sr.blocking = false
+		r.mu.Unlock()
+		if err != nil {
+			if err := r.readFailed(ctx, err, keys); err != nil {
+				return err
 			}
-			var rerr redis.Error
-			if errors.As(err, &rerr) && r.dropNonStreams(keys[:len(keys)/2]) {
-				continue
-			}
-			return err // in a cluster: MOVED after a failover or resharding too
+			continue
 		}
 		now := time.Now()
 		for _, st := range inAddedOrder(res) {
-			name, ok := r.channelOf(st.Stream)
-			if !ok {
-				continue
-			}
-			r.mu.RLock()
-			c := r.chans[name]
-			r.mu.RUnlock()
-			if c != nil {
-				r.deliverStream(c, st.Messages, now)
+			if name, ok := r.channelOf(st.Stream); ok {
+				if c := r.lookup(name); c != nil {
+					r.deliverStream(c, st.Messages, now)
+				}
 			}
 		}
 	}
+}
+
+// waitIdle waits while the reader has no stream to read, until its
+// channel set changes; every HealthCheck it pings conn, to notice a dead
+// server.
+func (r *Redis) waitIdle(ctx context.Context, conn *redis.Conn, wake <-chan struct{}) error {
+	timer := time.NewTimer(r.opts.HealthCheck)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-wake:
+		return nil
+	case <-timer.C:
+	}
+	return r.timed(ctx, func(ctx context.Context) error { return conn.Ping(ctx).Err() })
+}
+
+// readFailed returns nil when the reader can go on after XREAD failed
+// with err (the XREAD timed out or was unblocked, or some keys hold no
+// stream and are no longer read), else the error that ends the session.
+func (r *Redis) readFailed(ctx context.Context, err error, keys []string) error {
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil // timed out, or CLIENT UNBLOCK
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) && r.dropNonStreams(ctx, keys[:len(keys)/2]) {
+		return nil
+	}
+	return err // in a cluster: MOVED after a failover or resharding too
 }
 
 // inAddedOrder returns an XREAD reply's entries in the order Redis added
@@ -175,30 +205,33 @@ func inAddedOrder(res []redis.XStream) []redis.XStream {
 		}
 	}
 	slices.SortStableFunc(out, func(a, b redis.XStream) int {
-		ams, _, _ := ParseStreamID(a.Messages[0].ID)
-		bms, _, _ := ParseStreamID(b.Messages[0].ID)
+		ams, _, _ := parseStreamID(a.Messages[0].ID)
+		bms, _, _ := parseStreamID(b.Messages[0].ID)
 		return cmp.Compare(ams, bms)
 	})
 	return out
 }
 
-// snapshot returns the XREAD STREAMS arguments (keys, then ids) of the
-// channels in use, and records that the reader is about to block on them.
-// It never holds r.mu and a c.mu together (see redisChan.gone).
-func (r *Redis) snapshot() []string {
-	r.mu.RLock()
-	gen := r.streamGen
-	chans := make([]*redisChan, 0, len(r.chans))
-	for _, c := range r.chans {
-		chans = append(chans, c)
-	}
-	r.mu.RUnlock()
-	args := xreadArgs(chans)
+// snapshot returns the XREAD STREAMS arguments (keys, then ids) of sr's
+// channels, and records that sr is about to block on them; idle means
+// that sr is retired. It never holds r.mu and a c.mu together (see
+// redisChan.gone).
+func (r *Redis) snapshot(sr *streamReader) (args []string, idle bool) {
 	r.mu.Lock()
-	r.readerGen = gen
-	r.readerBlocking = len(args) > 0
+	set := r.inUseLocked(&sr.worker)
+	if len(set) == 0 && retireLocked(r, r.readers, sr) {
+		r.mu.Unlock()
+		return nil, true
+	}
+	gen := sr.gen
+	chans := slices.Collect(maps.Values(set))
 	r.mu.Unlock()
-	return args
+	args = xreadArgs(chans)
+	r.mu.Lock()
+	sr.sentGen = gen
+	sr.blocking = len(args) > 0
+	r.mu.Unlock()
+	return args, false
 }
 
 // xreadArgs returns the XREAD STREAMS arguments of chans: the keys of
@@ -243,10 +276,39 @@ func (r *Redis) deliverStream(c *redisChan, xs []redis.XMessage, now time.Time) 
 	r.drain(c)
 }
 
+// drain delivers the channel's parked stream messages whose source is
+// known. c.mu is held.
+func (r *Redis) drain(c *redisChan) {
+	if c.gone.Load() {
+		c.pending, c.self = nil, nil
+		return
+	}
+	for len(c.pending) > 0 {
+		m := c.pending[0]
+		if src, ok := c.self[m.ID]; ok {
+			m.Source = src
+			delete(c.self, m.ID)
+		} else if c.inflight > 0 {
+			return // may be the id of a Publish still waiting for its reply
+		}
+		c.pending[0] = nil
+		c.pending = c.pending[1:]
+		r.h.Deliver(m)
+	}
+	c.pending = nil
+	if len(c.self) > 0 && c.inflight == 0 {
+		for id := range c.self {
+			if CompareStreamIDs(id, c.lastID) <= 0 {
+				delete(c.self, id) // read before it was recorded, or skipped
+			}
+		}
+	}
+}
+
 // checkLost runs after a reconnect: a stream that lost entries after the
 // last id read (trimmed meanwhile, or gone with a restarted server) gets
 // Handler.Gap before the reader catches up with what remains.
-func (r *Redis) checkLost(conn *redis.Conn, chans []*redisChan) error {
+func (r *Redis) checkLost(ctx context.Context, conn *redis.Conn, chans []*redisChan) error {
 	for _, c := range chans {
 		c.mu.Lock()
 		last, skip := c.lastID, c.noStream || c.gone.Load()
@@ -254,9 +316,11 @@ func (r *Redis) checkLost(conn *redis.Conn, chans []*redisChan) error {
 		if skip || last == "0-0" {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(r.ctx, r.opts.Timeout)
-		info, err := conn.XInfoStream(ctx, c.key).Result()
-		cancel()
+		var info *redis.XInfoStream
+		err := r.timed(ctx, func(ctx context.Context) (err error) {
+			info, err = conn.XInfoStream(ctx, c.key).Result()
+			return err
+		})
 		lost := false
 		switch {
 		case err == nil:
@@ -282,19 +346,19 @@ func (r *Redis) checkLost(conn *redis.Conn, chans []*redisChan) error {
 // dropNonStreams stops reading the keys that hold something else than a
 // stream (XREAD fails for all keys then). It reports whether it found
 // any.
-func (r *Redis) dropNonStreams(keys []string) bool {
+func (r *Redis) dropNonStreams(ctx context.Context, keys []string) bool {
 	found := false
 	for _, key := range keys {
-		ctx, cancel := context.WithTimeout(r.ctx, r.opts.Timeout)
-		typ, err := r.uc.Type(ctx, key).Result()
-		cancel()
+		var typ string
+		err := r.timed(ctx, func(ctx context.Context) (err error) {
+			typ, err = r.uc.Type(ctx, key).Result()
+			return err
+		})
 		if err != nil || typ == "stream" || typ == "none" {
 			continue
 		}
 		name, _ := r.channelOf(key)
-		r.mu.RLock()
-		c := r.chans[name]
-		r.mu.RUnlock()
+		c := r.lookup(name)
 		if c == nil {
 			continue
 		}
@@ -308,37 +372,44 @@ func (r *Redis) dropNonStreams(keys []string) bool {
 	return found
 }
 
-// runKicker interrupts the reader's blocked XREAD when the channel set
-// changed since the reader sent it. CLIENT UNBLOCK answers 0 when the
-// reader's XREAD has not reached Redis yet; it is retried then, shortly,
-// until the reader is blocked on the current set or not blocked at all.
-func (r *Redis) runKicker() {
-	defer r.wg.Done()
-	for {
-		select {
-		case <-r.ctx.Done():
+// kickStale is the kicker, run whenever a channel set changes: it
+// interrupts the blocked XREAD of each stream reader whose channel set
+// changed since the reader sent it. CLIENT UNBLOCK answers 0 when an
+// XREAD has not reached Redis yet; it is retried then, shortly, until
+// every reader is blocked on its current set or not blocked at all.
+func (r *Redis) kickStale(ctx context.Context) {
+	for delay := minUnblockRetry; r.unblockStale(ctx); delay = min(2*delay, maxUnblockRetry) {
+		if !sleepCtx(ctx, delay) {
 			return
-		case <-r.kick:
-		}
-		delay := 200 * time.Microsecond
-		for {
-			r.mu.RLock()
-			stale := r.readerBlocking && r.readerGen != r.streamGen
-			id := r.readerID
-			r.mu.RUnlock()
-			if !stale || id == 0 {
-				break
-			}
-			ctx, cancel := context.WithTimeout(r.ctx, r.opts.Timeout)
-			n, err := r.client.ClientUnblock(ctx, id).Result()
-			cancel()
-			if err != nil || n == 1 {
-				break
-			}
-			if !sleepCtx(r.ctx, delay) {
-				return
-			}
-			delay = min(2*delay, 20*time.Millisecond)
 		}
 	}
+}
+
+// unblockStale sends CLIENT UNBLOCK for every reader blocked on a stale
+// channel set, to the server the reader is on. It reports whether some
+// XREAD had not reached Redis yet.
+func (r *Redis) unblockStale(ctx context.Context) (retry bool) {
+	type target struct {
+		id   int64
+		node *redis.Client
+	}
+	var ts []target
+	r.mu.RLock()
+	for _, sr := range r.readers {
+		if sr.blocking && sr.sentGen != sr.gen && sr.id != 0 && sr.node != nil {
+			ts = append(ts, target{sr.id, sr.node})
+		}
+	}
+	r.mu.RUnlock()
+	for _, t := range ts {
+		var n int64
+		err := r.timed(ctx, func(ctx context.Context) (err error) {
+			n, err = t.node.ClientUnblock(ctx, t.id).Result()
+			return err
+		})
+		if err == nil && n == 0 {
+			retry = true
+		}
+	}
+	return retry
 }

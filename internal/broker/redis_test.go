@@ -89,7 +89,7 @@ func TestRedisPubSubExactBytes(t *testing.T) {
 		if m == nil || !bytes.Equal(m.Data, []byte(p)) || m.Channel != "news" || m.Source != SourcePubSub || m.Event != "" || m.Received.IsZero() {
 			t.Fatalf("payload %d: delivered %+v", i, m)
 		}
-		ep, seq, ok := ParseNodeID(m.ID)
+		ep, seq, ok := parseNodeID(m.ID)
 		if !ok || seq != uint64(i)+1 || (i > 0 && ep != epoch) {
 			t.Fatalf("payload %d: id %q", i, m.ID)
 		}
@@ -242,9 +242,9 @@ func TestRedisHistory(t *testing.T) {
 		after   string
 		want    error
 	}{
-		{"node id", "h", FormatNodeID("abc", 3), ErrNoHistory},
-		{"garbage", "h", "yesterday", ErrUnknownID},
-		{"future", "h", "99999999999999-0", ErrUnknownID},
+		{"node id", "h", formatNodeID("abc", 3), errNoHistory},
+		{"garbage", "h", "yesterday", errUnknownID},
+		{"future", "h", "99999999999999-0", errUnknownID},
 		{"expired stream", "gone", ids[0], ErrTrimmed},
 	}
 	for _, tc := range tests {
@@ -470,8 +470,8 @@ func TestRedisRestart(t *testing.T) {
 	if m == nil || string(m.Data) != "after" {
 		t.Fatalf("after the restart: %+v", m)
 	}
-	oldEpoch, _, _ := ParseNodeID(first.ID)
-	if ep, seq, ok := ParseNodeID(m.ID); !ok || ep == oldEpoch || seq != 1 {
+	oldEpoch, _, _ := parseNodeID(first.ID)
+	if ep, seq, ok := parseNodeID(m.ID); !ok || ep == oldEpoch || seq != 1 {
 		t.Fatalf("id after the gap %q (before %q)", m.ID, first.ID)
 	}
 	// streams work again too

@@ -43,6 +43,7 @@ type Authorizer struct {
 	client  *http.Client
 	log     *zap.Logger
 	cache   *answerCache
+	now     func() time.Time // time.Now; tests move it to expire cached answers
 }
 
 // NewAuthorizer returns an Authorizer that POSTs to rawURL (absolute http
@@ -76,6 +77,7 @@ func NewAuthorizer(rawURL string, timeout time.Duration, client *http.Client, lo
 		client:  &c,
 		log:     logger,
 		cache:   newAnswerCache(DefaultCacheSize, DefaultCacheTTL),
+		now:     time.Now,
 	}, nil
 }
 
@@ -109,12 +111,12 @@ func (a *Authorizer) ask(ctx context.Context, r *http.Request, auth string, chan
 		channels = []string{}
 	}
 	key := cacheKey(cookie, auth, channels)
-	if c, err, ok := a.cache.get(key, time.Now()); ok {
+	if c, err, ok := a.cache.get(key, a.now()); ok {
 		return c.clone(), err
 	}
 	c, err := a.call(ctx, cookie, auth, channels)
 	if cacheable(err) {
-		a.cache.put(key, c, err, time.Now())
+		a.cache.put(key, c, err, a.now())
 	}
 	return c.clone(), err
 }

@@ -270,6 +270,10 @@ func TestAuthorizeCache(t *testing.T) {
 	app := &testApp{}
 	srv, client := startApp(t, app)
 	a := newAuthorizer(t, srv.URL, time.Second, client)
+	// the Authorizer's clock moves only when the test moves it, so no
+	// answer expires early on a slow run and expiry needs no sleep
+	now := time.Now()
+	a.now = func() time.Time { return now }
 	ctx := context.Background()
 	ask := func(cookie string, channels ...string) error {
 		c, err := a.Authorize(ctx, subRequest(cookie, ""), channels)
@@ -306,12 +310,17 @@ func TestAuthorizeCache(t *testing.T) {
 		t.Errorf("cached claims were mutated: %+v %v", c, err)
 	}
 
-	// entries expire: one put a TTL ago is not used
-	a.cache.ttl = 50 * time.Millisecond
-	a.cache.put(cacheKey("session=good", "", []string{"z"}), &Claims{}, nil, time.Now().Add(-a.cache.ttl))
+	// answers expire a TTL after they were given, not before
+	_ = ask("session=good", "z")
+	now = now.Add(a.cache.ttl - time.Nanosecond)
 	_ = ask("session=good", "z")
 	if n := app.hits.Load(); n != 5 {
-		t.Errorf("after expiry app hit %d times, want 5", n)
+		t.Errorf("just before expiry app hit %d times, want 5", n)
+	}
+	now = now.Add(time.Nanosecond)
+	_ = ask("session=good", "z")
+	if n := app.hits.Load(); n != 6 {
+		t.Errorf("after expiry app hit %d times, want 6", n)
 	}
 }
 

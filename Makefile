@@ -72,7 +72,7 @@ fuzz:
 
 bench: build
 	./scripts/ensure-deps.sh
-	$(GO) test -run '^$$' -bench . -benchmem ./sse/ ./internal/hub/ ./replay/ ./internal/broker/
+	$(GO) test -run '^$$' -bench . -benchmem ./sse/ ./internal/hub/ ./internal/stream/ ./replay/ ./internal/broker/
 	REALTIME_CADDY_BIN=$(abspath $(CADDY)) $(GO) run ./bench
 
 clean:

@@ -52,6 +52,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        channels <n>
 //	        message_size <size>
 //	    }
+//	    direct_writes on|off
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -65,57 +66,57 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("%s: given more than once", name)
 		}
 		seen[name] = true
-		var err error
-		switch name {
-		case "hub":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.Hub = true
-		case "redis":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			h.Redis = append(h.Redis, args...)
-		case "prefix":
-			h.Prefix, err = oneArg(d)
-		case "heartbeat":
-			var v string
-			if v, err = oneArg(d); err == nil {
-				if v == "off" {
-					h.Heartbeat = -1
-				} else {
-					h.Heartbeat, err = parsePositiveDuration(d, name, v)
-				}
-			}
-		case "origins":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			h.Origins = append(h.Origins, args...)
-		case "publish_key":
-			h.PublishKey, err = oneArg(d)
-		case "longpoll_timeout":
-			var v string
-			if v, err = oneArg(d); err == nil {
-				h.LongpollTimeout, err = parsePositiveDuration(d, name, v)
-			}
-		case "ticket":
-			err = h.unmarshalTicket(d)
-		case "replay":
-			err = h.unmarshalReplay(d)
-		case "limits":
-			err = h.unmarshalLimits(d)
-		default:
-			return d.Errf("unrecognized subdirective %q", name)
-		}
-		if err != nil {
+		if err := h.unmarshalOption(d, name); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// unmarshalOption reads one subdirective of the realtime block.
+func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, name string) error {
+	var err error
+	switch name {
+	case "hub":
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		h.Hub = true
+	case "redis":
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		h.Redis = append(h.Redis, args...)
+	case "prefix":
+		h.Prefix, err = oneArg(d)
+	case "heartbeat":
+		err = h.unmarshalHeartbeat(d)
+	case "origins":
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		h.Origins = append(h.Origins, args...)
+	case "publish_key":
+		h.PublishKey, err = oneArg(d)
+	case "longpoll_timeout":
+		var v string
+		if v, err = oneArg(d); err == nil {
+			h.LongpollTimeout, err = parsePositiveDuration(d, name, v)
+		}
+	case "ticket":
+		err = h.unmarshalTicket(d)
+	case "replay":
+		err = h.unmarshalReplay(d)
+	case "limits":
+		err = h.unmarshalLimits(d)
+	case "direct_writes":
+		err = h.unmarshalDirectWrites(d)
+	default:
+		return d.Errf("unrecognized subdirective %q", name)
+	}
+	return err
 }
 
 func (h *Handler) unmarshalTicket(d *caddyfile.Dispenser) error {
@@ -266,3 +267,34 @@ func parsePositiveDuration(d *caddyfile.Dispenser, name, v string) (caddy.Durati
 
 // Interface guard
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
+
+// unmarshalHeartbeat reads `heartbeat <duration>|off`.
+func (h *Handler) unmarshalHeartbeat(d *caddyfile.Dispenser) error {
+	v, err := oneArg(d)
+	if err != nil {
+		return err
+	}
+	if v == "off" {
+		h.Heartbeat = -1
+		return nil
+	}
+	h.Heartbeat, err = parsePositiveDuration(d, "heartbeat", v)
+	return err
+}
+
+// unmarshalDirectWrites reads `direct_writes on|off`.
+func (h *Handler) unmarshalDirectWrites(d *caddyfile.Dispenser) error {
+	v, err := oneArg(d)
+	if err != nil {
+		return err
+	}
+	switch v {
+	case "on":
+		h.DisableDirectWrites = false
+	case "off":
+		h.DisableDirectWrites = true
+	default:
+		return d.Errf("direct_writes: want on or off, got %q", v)
+	}
+	return nil
+}

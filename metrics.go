@@ -39,67 +39,14 @@ var metrics = struct {
 	receivedBySource [4]prometheus.Counter
 }{}
 
+// initMetrics creates the collectors once per process and registers
+// them into reg.
 func initMetrics(reg *prometheus.Registry) error {
-	m := &metrics
-	m.once.Do(func() {
-		const ns = "realtime"
-		m.connections = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: ns, Name: "connections",
-			Help: "Open hub subscriptions on this node, by transport.",
-		}, []string{"transport"})
-		m.received = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "messages_received_total",
-			Help: "Messages that reached this node, by the way they first reached it.",
-		}, []string{"source"})
-		m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "deliveries_total",
-			Help: "Messages written to clients, by transport.",
-		}, []string{"transport"})
-		m.deliverySeconds = newBatchHistogram(prometheus.BuildFQName(ns, "", "delivery_seconds"),
-			"Time from a message reaching the node to its write to a client.",
-			[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5})
-		m.slowDisconnects = prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: ns, Name: "slow_consumer_disconnects_total",
-			Help: "Subscribers dropped because they fell too far behind.",
-		})
-		m.resets = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "resets_total",
-			Help: "Reset signals sent, by reason.",
-		}, []string{"reason"})
-		m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "refusals_total",
-			Help: "Refused requests, by reason.",
-		}, []string{"reason"})
-		m.redisUp = prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: ns, Name: "redis_up",
-			Help: "1 when Redis is reachable, 0 when not.",
-		})
-		m.redisReconnects = prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: ns, Name: "redis_reconnects_total",
-			Help: "Times Redis became reachable again after being down.",
-		})
-		m.resumes = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: ns, Name: "resumes_total",
-			Help: "Channels resumed from a client's id, by where the missed messages came from (cache, redis); ids that could not be placed are counted in resets_total.",
-		}, []string{"from"})
-		m.resumeCache = m.resumes.WithLabelValues("cache")
-		m.resumeRedis = m.resumes.WithLabelValues("redis")
-		m.deliveredSSE = m.deliveries.WithLabelValues("sse")
-		m.deliveredWS = m.deliveries.WithLabelValues("ws")
-		m.deliveredPoll = m.deliveries.WithLabelValues("longpoll")
-		m.connSSE = m.connections.WithLabelValues("sse")
-		m.connWS = m.connections.WithLabelValues("ws")
-		m.connPoll = m.connections.WithLabelValues("longpoll")
-		for _, src := range []broker.Source{broker.SourcePubSub, broker.SourceStream, broker.SourceHTTP, broker.SourceWS} {
-			m.receivedBySource[src] = m.received.WithLabelValues(src.String())
-		}
-		for _, r := range []string{"origin", "ticket", "scope", "limit", "bad_request"} {
-			m.refusals.WithLabelValues(r)
-		}
-	})
+	metrics.once.Do(newMetrics)
 	if reg == nil {
 		return nil
 	}
+	m := &metrics
 	for _, c := range []prometheus.Collector{
 		m.connections, m.received, m.deliveries, m.deliverySeconds,
 		m.slowDisconnects, m.resets, m.refusals, m.redisUp,
@@ -115,6 +62,66 @@ func initMetrics(reg *prometheus.Registry) error {
 	return nil
 }
 
+// newMetrics creates the collectors, and the children of the labelled
+// ones the hot paths use, so that those never look a label up.
+func newMetrics() {
+	m := &metrics
+	const ns = "realtime"
+	m.connections = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: ns, Name: "connections",
+		Help: "Open hub subscriptions on this node, by transport.",
+	}, []string{"transport"})
+	m.received = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "messages_received_total",
+		Help: "Messages that reached this node, by the way they first reached it.",
+	}, []string{"source"})
+	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "deliveries_total",
+		Help: "Messages written to clients, by transport.",
+	}, []string{"transport"})
+	m.deliverySeconds = newBatchHistogram(prometheus.BuildFQName(ns, "", "delivery_seconds"),
+		"Time from a message reaching the node to its write to a client.",
+		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5})
+	m.slowDisconnects = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: ns, Name: "slow_consumer_disconnects_total",
+		Help: "Subscribers dropped because they fell too far behind.",
+	})
+	m.resets = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "resets_total",
+		Help: "Reset signals sent, by reason.",
+	}, []string{"reason"})
+	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "refusals_total",
+		Help: "Refused requests, by reason.",
+	}, []string{"reason"})
+	m.redisUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: ns, Name: "redis_up",
+		Help: "1 when Redis is reachable, 0 when not.",
+	})
+	m.redisReconnects = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: ns, Name: "redis_reconnects_total",
+		Help: "Times Redis became reachable again after being down.",
+	})
+	m.resumes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "resumes_total",
+		Help: "Channels resumed from a client's id, by where the missed messages came from (cache, redis); ids that could not be placed are counted in resets_total.",
+	}, []string{"from"})
+	m.resumeCache = m.resumes.WithLabelValues("cache")
+	m.resumeRedis = m.resumes.WithLabelValues("redis")
+	m.deliveredSSE = m.deliveries.WithLabelValues("sse")
+	m.deliveredWS = m.deliveries.WithLabelValues("ws")
+	m.deliveredPoll = m.deliveries.WithLabelValues("longpoll")
+	m.connSSE = m.connections.WithLabelValues("sse")
+	m.connWS = m.connections.WithLabelValues("ws")
+	m.connPoll = m.connections.WithLabelValues("longpoll")
+	for _, src := range []broker.Source{broker.SourcePubSub, broker.SourceStream, broker.SourceHTTP, broker.SourceWS} {
+		m.receivedBySource[src] = m.received.WithLabelValues(src.String())
+	}
+	for _, r := range []string{"origin", "ticket", "scope", "limit", "bad_request"} {
+		m.refusals.WithLabelValues(r)
+	}
+}
+
 // observer feeds the hub's and transports' events into the metrics.
 type observer struct{}
 
@@ -127,6 +134,14 @@ func (observer) MessageReceived(src broker.Source) {
 func (observer) SlowConsumer() { metrics.slowDisconnects.Inc() }
 
 func (observer) Reset(reason string) { metrics.resets.WithLabelValues(reason).Inc() }
+
+func (observer) Resumed(from string) {
+	if from == "redis" {
+		metrics.resumeRedis.Inc()
+	} else {
+		metrics.resumeCache.Inc()
+	}
+}
 
 func (observer) Delivered(transport string, e *hub.Envelope, n int) {
 	switch transport {
@@ -184,9 +199,19 @@ func (h *batchHistogram) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstHistogram(h.desc, count, math.Float64frombits(h.sumBits.Load()), buckets)
 }
 
+// connGauge is the open connections gauge of transport.
+func connGauge(transport string) prometheus.Gauge {
+	switch transport {
+	case "sse":
+		return metrics.connSSE
+	case "ws":
+		return metrics.connWS
+	}
+	return metrics.connPoll
+}
+
 func refuse(reason string) { metrics.refusals.WithLabelValues(reason).Inc() }
 
 var (
-	_ hub.Observer         = observer{}
-	_ hub.DeliveryObserver = observer{}
+	_ hub.Observer = observer{}
 )

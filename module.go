@@ -105,6 +105,13 @@ type Handler struct {
 	// Limits bounds what clients may use.
 	Limits *Limits `json:"limits,omitempty"`
 
+	// DisableDirectWrites turns off the hub's writing of messages
+	// straight to the sockets of idle plain-TCP streams (Linux only): each
+	// message then wakes every stream's goroutine, which costs more CPU
+	// per delivery but no correctness. An escape hatch, should a kernel
+	// or a network filter disagree with it.
+	DisableDirectWrites bool `json:"disable_direct_writes,omitempty"`
+
 	logger    *zap.Logger
 	heartbeat time.Duration // 0: off
 	origins   *auth.Origins
@@ -114,8 +121,10 @@ type Handler struct {
 	state    *state // the broker and subscriptions; nil without hub or redis
 	stateKey string
 
-	// ctx is cancelled in Cleanup: streams served by this handler end
-	// so that a reload or stop returns promptly.
+	// ctx is cancelled when the server shuts down and in Cleanup:
+	// streams served by this handler end so that a reload or stop
+	// returns promptly. It is kept, not only its cancel function, because
+	// every stream waits on it (context.AfterFunc costs no goroutine).
 	ctx    context.Context
 	cancel context.CancelFunc
 	// streams counts the SSE streams that left their request, so that
@@ -178,61 +187,11 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets defaults and sets up the handler.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	repl := caddy.NewReplacer()
-	h.PublishKey = repl.ReplaceKnown(h.PublishKey, "")
-	// a placeholder that resolves to nothing (`redis {env.REDIS_URL}`
-	// with the variable unset) means the embedded broker
-	var urls []string
-	for _, u := range h.Redis {
-		if u = strings.TrimSpace(repl.ReplaceKnown(u, "")); u != "" {
-			urls = append(urls, u)
-		}
-	}
-	h.Redis = urls
-	if h.Prefix == "" {
-		h.Prefix = DefaultPrefix
-	}
-	switch {
-	case h.Heartbeat == 0:
-		h.heartbeat = DefaultHeartbeat
-	case h.Heartbeat > 0:
-		h.heartbeat = time.Duration(h.Heartbeat)
-	}
-	if h.LongpollTimeout == 0 {
-		h.LongpollTimeout = caddy.Duration(DefaultLongpollTimeout)
-	}
-	if h.Ticket != nil {
-		h.Ticket.Secret = repl.ReplaceKnown(h.Ticket.Secret, "")
-		h.Ticket.Authorize = repl.ReplaceKnown(h.Ticket.Authorize, "")
-		if h.Ticket.TTL == 0 {
-			h.Ticket.TTL = caddy.Duration(DefaultTicketTTL)
-		}
-	}
-	if h.Replay == nil {
-		h.Replay = new(ReplayConfig)
-	}
-	if h.Replay.Size == 0 {
-		h.Replay.Size = DefaultReplaySize
-	}
-	if h.Replay.TTL == 0 {
-		h.Replay.TTL = caddy.Duration(DefaultReplayTTL)
-	}
-	if h.Limits == nil {
-		h.Limits = new(Limits)
-	}
-	if h.Limits.Channels == 0 {
-		h.Limits.Channels = DefaultMaxChannels
-	}
-	if h.Limits.MessageSize == 0 {
-		h.Limits.MessageSize = DefaultMessageSize
-	}
+	h.replacePlaceholders()
+	h.setDefaults()
 	h.admission = &admission{perIP: make(map[string]int)}
-
 	if err := initMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
-	}
-	for i, o := range h.Origins {
-		h.Origins[i] = repl.ReplaceKnown(o, "")
 	}
 	var err error
 	if h.origins, err = auth.NewOrigins(h.Origins); err != nil {
@@ -252,10 +211,67 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
-	if err := h.provisionTickets(); err != nil {
-		return err
+	return h.provisionTickets()
+}
+
+// replacePlaceholders resolves the global placeholders ({env.*}) of the
+// settings that take them.
+func (h *Handler) replacePlaceholders() {
+	repl := caddy.NewReplacer()
+	h.PublishKey = repl.ReplaceKnown(h.PublishKey, "")
+	// a placeholder that resolves to nothing (`redis {env.REDIS_URL}`
+	// with the variable unset) means the embedded broker
+	var urls []string
+	for _, u := range h.Redis {
+		if u = strings.TrimSpace(repl.ReplaceKnown(u, "")); u != "" {
+			urls = append(urls, u)
+		}
 	}
-	return nil
+	h.Redis = urls
+	for i, o := range h.Origins {
+		h.Origins[i] = repl.ReplaceKnown(o, "")
+	}
+	if h.Ticket != nil {
+		h.Ticket.Secret = repl.ReplaceKnown(h.Ticket.Secret, "")
+		h.Ticket.Authorize = repl.ReplaceKnown(h.Ticket.Authorize, "")
+	}
+}
+
+// setDefaults fills in every setting left at zero.
+func (h *Handler) setDefaults() {
+	if h.Prefix == "" {
+		h.Prefix = DefaultPrefix
+	}
+	switch {
+	case h.Heartbeat == 0:
+		h.heartbeat = DefaultHeartbeat
+	case h.Heartbeat > 0:
+		h.heartbeat = time.Duration(h.Heartbeat)
+	}
+	if h.LongpollTimeout == 0 {
+		h.LongpollTimeout = caddy.Duration(DefaultLongpollTimeout)
+	}
+	if h.Ticket != nil && h.Ticket.TTL == 0 {
+		h.Ticket.TTL = caddy.Duration(DefaultTicketTTL)
+	}
+	if h.Replay == nil {
+		h.Replay = new(ReplayConfig)
+	}
+	if h.Replay.Size == 0 {
+		h.Replay.Size = DefaultReplaySize
+	}
+	if h.Replay.TTL == 0 {
+		h.Replay.TTL = caddy.Duration(DefaultReplayTTL)
+	}
+	if h.Limits == nil {
+		h.Limits = new(Limits)
+	}
+	if h.Limits.Channels == 0 {
+		h.Limits.Channels = DefaultMaxChannels
+	}
+	if h.Limits.MessageSize == 0 {
+		h.Limits.MessageSize = DefaultMessageSize
+	}
 }
 
 // Validate rejects configurations that cannot work.

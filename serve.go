@@ -5,19 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/caddy-realtime/realtime/client"
-	"github.com/caddy-realtime/realtime/fallback"
 	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/internal/hub"
 	"github.com/caddy-realtime/realtime/ws"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/gorilla/websocket"
-	"go.uber.org/zap"
 )
 
 // validChannel reports whether name is 1 to 200 characters from
@@ -71,19 +67,6 @@ func truncate(s string, n int) string {
 		return s[:n] + "..."
 	}
 	return s
-}
-
-// wantsSSE reports whether the Accept header includes text/event-stream.
-func wantsSSE(r *http.Request) bool {
-	for _, v := range r.Header.Values("Accept") {
-		for _, part := range strings.Split(v, ",") {
-			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
-			if err == nil && mt == "text/event-stream" {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func isGet(r *http.Request) bool { return r.Method == http.MethodGet || r.Method == http.MethodHead }
@@ -189,161 +172,6 @@ func (h *Handler) authorizePublish(r *http.Request, channel string) error {
 		return refused(http.StatusUnauthorized, "ticket", "missing publish key: send Authorization: Bearer <publish_key>")
 	}
 	return refused(http.StatusUnauthorized, "ticket", "invalid publish key")
-}
-
-// serveSubscribe serves one subscription over the transport the request
-// asks for.
-func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
-	channels, err := h.channelsOf(r)
-	if err != nil {
-		return err
-	}
-	claims, err := h.authorizeSubscribe(r, channels)
-	if err != nil {
-		return err
-	}
-	transport := "longpoll"
-	switch {
-	case ws.IsUpgrade(r):
-		transport = "ws"
-	case wantsSSE(r):
-		transport = "sse"
-	}
-	release, err := h.admit(r)
-	if err != nil {
-		return err
-	}
-	// a stream that leaves its request (detached) takes over what the
-	// defers below would do, and runs it when it ends
-	detached := false
-	defer func() {
-		if !detached {
-			release()
-		}
-	}()
-
-	res, err := h.parseResume(r, transport, channels)
-	if err != nil {
-		return err
-	}
-	ctx := r.Context()
-	sub, err := h.state.hub.Subscribe(ctx, channels)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return refused(http.StatusServiceUnavailable, "", "subscribing failed: %v", err)
-	}
-	defer func() {
-		if !detached {
-			h.state.hub.Unsubscribe(sub)
-		}
-	}()
-	sess := res.session(ctx, h, sub)
-
-	switch transport {
-	case "ws":
-		metrics.connWS.Inc()
-		var conn *websocket.Conn
-		end := func() {
-			if conn != nil {
-				h.state.untrackConn(conn)
-			}
-			metrics.connWS.Dec()
-		}
-		// over HTTP/2 and HTTP/3 the WebSocket is a stream of this request
-		liftDeadlines(w, r)
-		// the hub owns hub WebSocket connections: they stay open across a
-		// reload that keeps the hub's configuration, so they follow the
-		// state's lifetime, not the handler's
-		err = ws.Serve(h.state.hub.Context(), w, r, sess, ws.Options{
-			Heartbeat:   h.heartbeat,
-			MessageSize: h.Limits.MessageSize,
-			FrameRate:   wsFrameRate,
-			FrameBurst:  wsFrameBurst,
-			OnLimit:     func() { refuse("limit") },
-			Publish:     h.wsPublisher(claims),
-			Observer:    observer{},
-			Logger:      h.logger,
-			OnUpgrade: func(c *websocket.Conn) {
-				conn = c
-				h.state.trackConn(c)
-			},
-			// a hijacked connection leaves the request goroutine (see
-			// ws.Options.Detach): far less memory per idle connection
-			Detach: func(serve func() error) {
-				detached = true
-				log := h.logger
-				go func() {
-					err := serve()
-					end()
-					h.state.hub.Unsubscribe(sub)
-					release()
-					logEnd(log, "ws", err)
-				}()
-			},
-		})
-		if detached {
-			return nil
-		}
-		end()
-	case "sse":
-		metrics.connSSE.Inc()
-		liftDeadlines(w, r)
-		opts := hub.SSEOptions{
-			Heartbeat:      h.heartbeat,
-			Retry:          retryHint,
-			JSON:           r.URL.Query().Get("format") == "json",
-			Observer:       observer{},
-			Shutdown:       h.ctx,
-			ShutdownJitter: shutdownJitter,
-		}
-		if r.ProtoMajor == 1 && r.ProtoMinor >= 1 && r.Method == http.MethodGet {
-			// over HTTP/1.1 the stream leaves the request goroutine (see
-			// hub.SSEOptions.Detach): far less memory per idle stream
-			if _, iw := caddyhttp.IdleTimeoutsFromContext(ctx); iw != nil {
-				opts.WriteTimeout = iw.Deadline.Timeout
-			}
-			log := h.logger
-			opts.Detach = func(serve func() error) {
-				detached = true
-				h.streams.Add(1)
-				go func() {
-					defer h.streams.Done()
-					err := serve()
-					metrics.connSSE.Dec()
-					h.state.hub.Unsubscribe(sub)
-					release()
-					logEnd(log, "sse", err)
-				}()
-			}
-		}
-		err = hub.ServeSSE(ctx, w, sess, opts)
-		if detached {
-			return nil
-		}
-		metrics.connSSE.Dec()
-	default:
-		metrics.connPoll.Inc()
-		defer metrics.connPoll.Dec()
-		liftDeadlines(w, r)
-		err = fallback.Serve(ctx, w, sess, fallback.Options{
-			Timeout:  time.Duration(h.LongpollTimeout),
-			Observer: observer{},
-			Shutdown: h.ctx.Done(),
-		})
-	}
-	logEnd(h.logger, transport, err)
-	return nil
-}
-
-// logEnd logs, at debug level, why a subscription ended abnormally.
-func logEnd(log *zap.Logger, transport string, err error) {
-	if err != nil && !errors.Is(err, hub.ErrSlowConsumer) && !errors.Is(err, hub.ErrHubClosed) {
-		if c := log.Check(zap.DebugLevel, "subscription ended"); c != nil {
-			c.Write(zap.String("transport", transport), zap.Error(err))
-		}
-	}
 }
 
 const (

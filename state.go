@@ -3,6 +3,7 @@ package realtime
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -10,7 +11,6 @@ import (
 	"github.com/caddy-realtime/realtime/internal/hub"
 	"github.com/caddy-realtime/realtime/replay"
 	"github.com/caddyserver/caddy/v2"
-	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 )
 
@@ -37,7 +37,7 @@ type state struct {
 	logger *zap.Logger
 
 	connMu    sync.Mutex
-	conns     map[*websocket.Conn]struct{}
+	conns     map[io.Closer]struct{}
 	connsGone chan struct{} // closed when conns empties, if Destruct waits
 }
 
@@ -54,7 +54,7 @@ func (h *Handler) loadState() (*state, string, error) {
 }
 
 func newState(key stateKey, logger *zap.Logger) (*state, error) {
-	s := &state{logger: logger, conns: make(map[*websocket.Conn]struct{})}
+	s := &state{logger: logger, conns: make(map[io.Closer]struct{})}
 	cache, err := replay.New(replay.Options{Size: key.ReplaySize, TTL: key.ReplayTTL})
 	if err != nil {
 		return nil, fmt.Errorf("replay cache: %w", err)
@@ -98,13 +98,13 @@ func newState(key stateKey, logger *zap.Logger) (*state, error) {
 	return s, nil
 }
 
-func (s *state) trackConn(c *websocket.Conn) {
+func (s *state) trackConn(c io.Closer) {
 	s.connMu.Lock()
 	s.conns[c] = struct{}{}
 	s.connMu.Unlock()
 }
 
-func (s *state) untrackConn(c *websocket.Conn) {
+func (s *state) untrackConn(c io.Closer) {
 	s.connMu.Lock()
 	delete(s.conns, c)
 	if len(s.conns) == 0 && s.connsGone != nil {

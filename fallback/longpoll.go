@@ -19,11 +19,10 @@ import (
 // Options configures one poll.
 type Options struct {
 	// Timeout is how long a poll waits for a message.
-	Timeout  time.Duration
-	Observer hub.DeliveryObserver
-	// Shutdown, when closed, ends the wait early: the poll is answered
+	Timeout time.Duration
+	// Shutdown, when done, ends the wait early: the poll is answered
 	// (with its position) so the client polls again elsewhere.
-	Shutdown <-chan struct{}
+	Shutdown context.Context
 }
 
 // Serve answers one poll for session ss: at once with the retained
@@ -31,8 +30,11 @@ type Options struct {
 // within the timeout, or with none; always with the position to poll
 // from next.
 func Serve(ctx context.Context, w http.ResponseWriter, ss *hub.Session, opts Options) error {
-	s := ss.Sub
-	sent := ss.Replay
+	sent := ss.TakeReplay()
+	shutdown := opts.Shutdown
+	if shutdown == nil {
+		shutdown = context.Background()
+	}
 	if len(sent) == 0 {
 		timer := time.NewTimer(opts.Timeout)
 		defer timer.Stop()
@@ -41,13 +43,13 @@ func Serve(ctx context.Context, w http.ResponseWriter, ss *hub.Session, opts Opt
 			select {
 			case <-ctx.Done():
 				return nil // the client left; nothing to answer
-			case <-s.Done():
+			case <-ss.Done():
 				break wait // answer what we have; the client polls again
-			case <-opts.Shutdown:
+			case <-shutdown.Done():
 				break wait
 			case <-timer.C:
 				break wait
-			case <-s.Ready():
+			case <-ss.Ready():
 				if sent = ss.Next(sent); len(sent) > 0 {
 					break wait
 				}
@@ -62,7 +64,7 @@ func Serve(ctx context.Context, w http.ResponseWriter, ss *hub.Session, opts Opt
 		}
 		id := ss.Advance(e)
 		if ss.Multi() {
-			body = hub.AppendJSONWithID(body, e.Msg, id)
+			body = hub.AppendJSON(body, e.Msg, id)
 		} else {
 			body = append(body, e.JSON()...)
 		}
@@ -79,10 +81,8 @@ func Serve(ctx context.Context, w http.ResponseWriter, ss *hub.Session, opts Opt
 	if _, err := w.Write(body); err != nil {
 		return err
 	}
-	if opts.Observer != nil {
-		for _, e := range sent {
-			opts.Observer.Delivered("longpoll", e, 1)
-		}
+	for _, e := range sent {
+		ss.Delivered(e)
 	}
 	return nil
 }

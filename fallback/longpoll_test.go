@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
-	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -18,39 +17,13 @@ import (
 	"time"
 
 	"github.com/caddy-realtime/realtime/fallback"
-	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/internal/hub"
+	"github.com/caddy-realtime/realtime/internal/hubtest"
 	"github.com/caddy-realtime/realtime/replay"
 )
 
 // wait bounds every wait for an event.
-const wait = 5 * time.Second
-
-// checkGoroutines fails if goroutines started after baseline are still
-// running once the test is over (polling, as exiting ones take a moment).
-func checkGoroutines(t *testing.T, baseline int) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for runtime.NumGoroutine() > baseline {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines left over, %d before:\n%s", runtime.NumGoroutine(), baseline, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// recv waits for a value from c, failing the test after wait.
-func recv[T any](t *testing.T, c <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-c:
-		return v
-	case <-time.After(wait):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
-}
+const wait = hubtest.Wait
 
 // result is how one fallback.Serve went.
 type result struct {
@@ -79,82 +52,47 @@ func (r *recorder) Write(b []byte) (int, error) {
 	return r.ResponseWriter.Write(b)
 }
 
-// observer records what Serve reports as delivered.
-type observer struct {
-	mu  sync.Mutex
-	got []string // transport/id/n
-}
-
-func (o *observer) Delivered(transport string, e *hub.Envelope, n int) {
-	o.mu.Lock()
-	o.got = append(o.got, fmt.Sprintf("%s/%s/%d", transport, e.Msg.ID, n))
-	o.mu.Unlock()
-}
-
-func (o *observer) deliveries() []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return append([]string(nil), o.got...)
-}
-
-// server is a real hub fed by the embedded broker, with a replay cache,
-// serving fallback.Serve on a real TCP listener. Its handler subscribes
-// the requested channels, builds the session from ?last_event_id=
-// (replayed from the cache, as the module does) and serves one poll.
+// server is a real hub (see hubtest) serving fallback.Serve on a real
+// TCP listener. Its handler opens the session of the requested channels
+// from ?last_event_id=, as the module does, and serves one poll.
 type server struct {
-	hub      *hub.Hub
+	hub      *hubtest.Hub
 	url      string
 	client   *http.Client
-	shutdown chan struct{} // Options.Shutdown
-	obs      *observer
+	shutdown context.CancelFunc // ends Options.Shutdown
 
-	subs    chan *hub.Subscriber // each subscription, once live
-	results chan result          // how each Serve went
+	sessions chan *hub.Session // each session, once live
+	results  chan result       // how each Serve went
 }
 
 func newServer(t *testing.T, timeout time.Duration) *server {
 	t.Helper()
-	baseline := runtime.NumGoroutine()
-	t.Cleanup(func() { checkGoroutines(t, baseline) }) // runs last
-
-	cache, err := replay.New(replay.Options{Size: 16, MaxBytes: 8 << 20}) // small: quick to set up
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Linger keeps a channel (and its epoch) subscribed between polls,
-	// as the module's replay ttl does.
-	h := hub.New(hub.Options{Replay: cache, Linger: time.Minute})
-	b := broker.NewMemory(h)
-	h.SetBroker(b)
+	hubtest.CheckGoroutines(t) // first: its check runs last
+	// the hub's Linger keeps a channel (and its epoch) subscribed between
+	// polls, as the module's replay ttl does
+	h := hubtest.New(t, hub.Options{})
+	shutdown, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	s := &server{
 		hub:      h,
-		shutdown: make(chan struct{}),
-		obs:      &observer{},
-		subs:     make(chan *hub.Subscriber, 16),
+		shutdown: cancel,
+		sessions: make(chan *hub.Session, 16),
 		results:  make(chan result, 16),
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		channels := q["channel"]
-		sub, err := h.Subscribe(r.Context(), channels)
+		ss, err := h.Session(r.Context(), q["channel"], "longpoll", q.Get("last_event_id"))
 		if err != nil {
-			t.Errorf("subscribing %v: %v", channels, err)
+			t.Errorf("subscribing %v: %v", q["channel"], err)
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		defer h.Unsubscribe(sub)
-		ss, err := session(h, cache, sub, channels, q.Get("last_event_id"))
-		if err != nil {
-			t.Errorf("session: %v", err)
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		s.subs <- sub
+		defer ss.Close()
+		s.sessions <- ss
 		rec := &recorder{ResponseWriter: w}
 		err = fallback.Serve(r.Context(), rec, ss, fallback.Options{
 			Timeout:  timeout,
-			Observer: s.obs,
-			Shutdown: s.shutdown,
+			Shutdown: shutdown,
 		})
 		rec.mu.Lock()
 		s.results <- result{err: err, wrote: rec.wrote}
@@ -162,72 +100,8 @@ func newServer(t *testing.T, timeout time.Duration) *server {
 	}))
 	s.url = srv.URL
 	s.client = srv.Client()
-	t.Cleanup(func() {
-		srv.Close() // waits for the handlers
-		h.Close()
-		_ = b.Close()
-		cache.Close()
-	})
+	t.Cleanup(srv.Close) // waits for the handlers; before the hub's: registered after
 	return s
-}
-
-// session builds the hub session of sub the way the module does: the
-// client's position per channel (the channel's newest id when it sent
-// none) and the cached messages after it.
-func session(h *hub.Hub, cache *replay.Cache, sub *hub.Subscriber, channels []string, cursor string) (*hub.Session, error) {
-	positions := make([]replay.Position, len(channels))
-	for i, c := range channels {
-		positions[i] = replay.Position{Channel: c, ID: h.LastID(c)}
-	}
-	var replayed []*hub.Envelope
-	if cursor != "" {
-		ps, err := replay.ParseCursor(cursor, channels)
-		if err != nil {
-			return nil, err
-		}
-		positions = ps
-		for _, p := range ps {
-			if p.ID == h.LastID(p.Channel) {
-				continue
-			}
-			msgs, err := cache.After(p.Channel, p.ID)
-			if err != nil {
-				return nil, fmt.Errorf("replay of %s after %s: %w", p.Channel, p.ID, err)
-			}
-			for _, m := range msgs {
-				replayed = append(replayed, hub.NewEnvelope(m))
-			}
-		}
-		sort.SliceStable(replayed, func(i, j int) bool { return replayed[i].Msg.Arrival < replayed[j].Msg.Arrival })
-	}
-	return hub.NewSession(sub, positions, replayed), nil
-}
-
-// history publishes messages to channel while nobody polls (the channel
-// is kept for resumes) and returns the channel's position before them
-// and their ids.
-func (s *server) history(t *testing.T, channel string, data ...string) (start string, ids []string) {
-	t.Helper()
-	ctx := context.Background()
-	warm, err := s.hub.Subscribe(ctx, []string{channel})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.hub.Unsubscribe(warm)
-	start = s.hub.LastID(channel)
-	for _, d := range data {
-		ids = append(ids, s.publish(t, channel, "", d))
-	}
-	return start, ids
-}
-
-func (s *server) publish(t *testing.T, channel, event, data string) string {
-	t.Helper()
-	id, err := s.hub.Publish(context.Background(), channel, event, []byte(data), broker.SourceHTTP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
 }
 
 // message is one message of a poll's answer, with the keys it had.
@@ -336,7 +210,7 @@ func (s *server) fetch(q url.Values) (answer, error) {
 // await waits for an answer of pollAsync.
 func await(t *testing.T, c <-chan answer) answer {
 	t.Helper()
-	a := recv(t, c, "the answer")
+	a := hubtest.Recv(t, c, "the answer")
 	if a.err != nil {
 		t.Fatal(a.err)
 	}
@@ -346,7 +220,7 @@ func await(t *testing.T, c <-chan answer) answer {
 // wantServed checks that the last Serve returned nil having answered.
 func (s *server) wantServed(t *testing.T) {
 	t.Helper()
-	r := recv(t, s.results, "Serve to return")
+	r := hubtest.Recv(t, s.results, "Serve to return")
 	if r.err != nil || !r.wrote {
 		t.Fatalf("Serve returned %v, wrote %v", r.err, r.wrote)
 	}
@@ -363,8 +237,8 @@ func resume(q url.Values, cursor string) url.Values {
 // position after the last.
 func TestReplayAnswersAtOnce(t *testing.T) {
 	s := newServer(t, time.Minute)
-	_, ids := s.history(t, "news", "one", "two", "three\n\"quoted\" ✓")
-	s.publish(t, "other", "", "elsewhere")
+	_, ids := s.hub.History(t, "news", "one", "two", "three\n\"quoted\" ✓")
+	s.hub.Publish(t, "other", "", "elsewhere")
 
 	a := s.poll(t, resume(channels("news"), ids[0]))
 	want := []message{
@@ -379,7 +253,7 @@ func TestReplayAnswersAtOnce(t *testing.T) {
 	}
 	s.wantServed(t)
 	wantObs := []string{"longpoll/" + ids[1] + "/1", "longpoll/" + ids[2] + "/1"}
-	if got := s.obs.deliveries(); !reflect.DeepEqual(got, wantObs) {
+	if got := s.hub.Observed.Deliveries(); !reflect.DeepEqual(got, wantObs) {
 		t.Fatalf("observer got %v, want %v", got, wantObs)
 	}
 }
@@ -388,11 +262,11 @@ func TestReplayAnswersAtOnce(t *testing.T) {
 // published meanwhile.
 func TestWaitingPollGetsLiveMessage(t *testing.T) {
 	s := newServer(t, time.Minute)
-	_, ids := s.history(t, "news", "old")
+	_, ids := s.hub.History(t, "news", "old")
 
 	answers := s.pollAsync(resume(channels("news"), ids[0]))
-	recv(t, s.subs, "the poll's subscription")
-	id := s.publish(t, "news", "update", "live")
+	hubtest.Recv(t, s.sessions, "the poll's session")
+	id := s.hub.Publish(t, "news", "update", "live")
 	a := await(t, answers)
 	want := []message{{Channel: "news", ID: id, Event: "update", Data: "live"}}
 	if !reflect.DeepEqual(a.messages, want) || a.last != id {
@@ -407,7 +281,7 @@ func TestWaitingPollGetsLiveMessage(t *testing.T) {
 func TestPollTimesOutWithSamePosition(t *testing.T) {
 	const timeout = 50 * time.Millisecond
 	s := newServer(t, timeout)
-	start, ids := s.history(t, "news", "old")
+	start, ids := s.hub.History(t, "news", "old")
 	if start == ids[0] {
 		t.Fatal("history did not move the channel's position")
 	}
@@ -432,13 +306,13 @@ func TestPollTimesOutWithSamePosition(t *testing.T) {
 // between the polls.
 func TestNothingFallsBetweenPolls(t *testing.T) {
 	s := newServer(t, 50*time.Millisecond)
-	s.history(t, "news")
+	s.hub.History(t, "news")
 	a := s.poll(t, channels("news"))
 	if len(a.messages) != 0 || a.last == "" {
 		t.Fatalf("first poll: got %+v and last_event_id %q", a.messages, a.last)
 	}
 	s.wantServed(t)
-	id := s.publish(t, "news", "", "between")
+	id := s.hub.Publish(t, "news", "", "between")
 	b := s.poll(t, resume(channels("news"), a.last))
 	want := []message{{Channel: "news", ID: id, Event: "message", Data: "between"}}
 	if !reflect.DeepEqual(b.messages, want) || b.last != id {
@@ -451,11 +325,11 @@ func TestNothingFallsBetweenPolls(t *testing.T) {
 // position; a poll that comes after answers at once too.
 func TestShutdownAnswersAtOnce(t *testing.T) {
 	s := newServer(t, time.Minute)
-	_, ids := s.history(t, "news", "old")
+	_, ids := s.hub.History(t, "news", "old")
 
 	answers := s.pollAsync(resume(channels("news"), ids[0]))
-	recv(t, s.subs, "the poll's subscription")
-	close(s.shutdown)
+	hubtest.Recv(t, s.sessions, "the poll's session")
+	s.shutdown()
 	a := await(t, answers)
 	if len(a.messages) != 0 || a.last != ids[0] {
 		t.Fatalf("got %+v and last_event_id %q, want none and %q", a.messages, a.last, ids[0])
@@ -473,9 +347,9 @@ func TestShutdownAnswersAtOnce(t *testing.T) {
 // at once with its position.
 func TestDroppedSubscriberAnswers(t *testing.T) {
 	s := newServer(t, time.Minute)
-	_, ids := s.history(t, "news", "old")
+	_, ids := s.hub.History(t, "news", "old")
 	answers := s.pollAsync(resume(channels("news"), ids[0]))
-	recv(t, s.subs, "the poll's subscription")
+	hubtest.Recv(t, s.sessions, "the poll's session")
 	s.hub.Close()
 	a := await(t, answers)
 	if len(a.messages) != 0 || a.last != ids[0] {
@@ -501,16 +375,16 @@ func TestClientGoneWritesNothing(t *testing.T) {
 		}
 		errs <- err
 	}()
-	recv(t, s.subs, "the poll's subscription")
+	hubtest.Recv(t, s.sessions, "the poll's session")
 	cancel()
-	if err := recv(t, errs, "the client to give up"); !errors.Is(err, context.Canceled) {
+	if err := hubtest.Recv(t, errs, "the client to give up"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("client got %v, want its cancellation", err)
 	}
-	r := recv(t, s.results, "Serve to return")
+	r := hubtest.Recv(t, s.results, "Serve to return")
 	if r.err != nil || r.wrote {
 		t.Fatalf("Serve returned %v, wrote %v; want nil, nothing written", r.err, r.wrote)
 	}
-	if got := s.obs.deliveries(); len(got) != 0 {
+	if got := s.hub.Observed.Deliveries(); len(got) != 0 {
 		t.Fatalf("observer got %v", got)
 	}
 }
@@ -519,11 +393,11 @@ func TestClientGoneWritesNothing(t *testing.T) {
 // subscription after it, and so is the answer's position.
 func TestMultiChannelIDsAreCursors(t *testing.T) {
 	s := newServer(t, 50*time.Millisecond)
-	startA, _ := s.history(t, "a")
-	startB, _ := s.history(t, "b")
-	a1 := s.publish(t, "a", "", "a1")
-	b1 := s.publish(t, "b", "ev", "b1")
-	a2 := s.publish(t, "a", "", "a2")
+	startA, _ := s.hub.History(t, "a")
+	startB, _ := s.hub.History(t, "b")
+	a1 := s.hub.Publish(t, "a", "", "a1")
+	b1 := s.hub.Publish(t, "b", "ev", "b1")
+	a2 := s.hub.Publish(t, "a", "", "a2")
 	cursor := func(a, b string) string {
 		return replay.EncodeCursor([]replay.Position{{Channel: "a", ID: a}, {Channel: "b", ID: b}})
 	}

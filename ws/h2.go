@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddy-realtime/realtime/internal/rawconn"
 	"github.com/gorilla/websocket"
 )
 
@@ -60,7 +61,7 @@ type streamHijacker struct {
 }
 
 func (h streamHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return &quietConn{Conn: h.conn}, bufio.NewReadWriter(bufio.NewReader(h.conn), bufio.NewWriter(h.conn)), nil
+	return &quietConn{Conn: rawconn.Own(h.conn, writeWait, false)}, bufio.NewReadWriter(bufio.NewReader(h.conn), bufio.NewWriter(h.conn)), nil
 }
 
 // streamConn is an HTTP/2 or HTTP/3 stream as a net.Conn.

@@ -3,12 +3,11 @@
 // live, pings every heartbeat, and publish frames from clients whose
 // ticket allows it.
 //
-// Each connection has one writer (the serving goroutine) and one reader
-// goroutine. gorilla/websocket reads; every frame the server sends is
-// written by this package, so that each message's frame is built once and
-// the same bytes go to every connection, and so that, on a plain TCP
-// connection, the hub's fan-out can write them to an idle connection's
-// socket itself (see hub.Sink).
+// gorilla/websocket reads the connection; every frame the server sends is
+// written by this package's framer through the stream writer, so that each
+// message's frame is built once and the same bytes go to every
+// connection, and so that, on a plain TCP connection, the hub's fan-out
+// can write them to an idle connection's socket itself (see hub.Sink).
 package ws
 
 import (
@@ -27,6 +26,8 @@ import (
 	"time"
 
 	"github.com/caddy-realtime/realtime/internal/hub"
+	"github.com/caddy-realtime/realtime/internal/rawconn"
+	"github.com/caddy-realtime/realtime/internal/stream"
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
@@ -66,16 +67,19 @@ var upgrader = websocket.Upgrader{
 
 // hijackable gives gorilla's Upgrader the http.Hijacker it wants on the
 // writer itself: Caddy's wrapped writers expose Hijack only through
-// Unwrap, which http.ResponseController follows. The connection is handed
-// over as a quietConn.
-type hijackable struct{ http.ResponseWriter }
+// Unwrap, which http.ResponseController follows. The connection is owned
+// by a rawconn.Conn from the start, and handed over as a quietConn.
+type hijackable struct {
+	http.ResponseWriter
+	direct bool
+}
 
 func (h hijackable) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
-	return &quietConn{Conn: conn}, brw, nil
+	return &quietConn{Conn: rawconn.Own(conn, writeWait, h.direct)}, brw, nil
 }
 
 // quietConn is the connection as gorilla sees it: once the handshake is
@@ -85,20 +89,10 @@ func (h hijackable) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // readLoop; what is left is the close frame gorilla writes when a client
 // breaks the protocol (1002, with the reason), which is handed to
 // onClose for the writer to send.
-// Closing the connection (gorilla's Close, the shutdown's) goes through
-// that writer, which must know (see hub.ConnWriter.Close).
 type quietConn struct {
-	net.Conn
+	*rawconn.Conn
 	quiet   atomic.Bool
-	w       *hub.ConnWriter   // set before the connection is shared
 	onClose func(body []byte) // set before the connection is shared
-}
-
-func (c *quietConn) Close() error {
-	if c.w != nil {
-		return c.w.Close()
-	}
-	return c.Conn.Close()
 }
 
 func (c *quietConn) Write(p []byte) (int, error) {
@@ -107,7 +101,7 @@ func (c *quietConn) Write(p []byte) (int, error) {
 	}
 	// a server frame is unmasked; a control frame's body is at most 125
 	// bytes, so its length is in the second byte
-	if len(p) >= 2 && p[0] == 0x80|hub.WSClose && int(p[1]) == len(p)-2 && c.onClose != nil {
+	if len(p) >= 2 && p[0] == 0x80|opClose && int(p[1]) == len(p)-2 && c.onClose != nil {
 		c.onClose(bytes.Clone(p[2:]))
 	}
 	return len(p), nil
@@ -134,12 +128,12 @@ type Options struct {
 	// size or rate), for metrics.
 	OnLimit func()
 	// Publish handles publish frames; nil refuses them.
-	Publish  PublishFunc
-	Observer hub.DeliveryObserver
-	Logger   *zap.Logger
-	// OnUpgrade is called once the connection is upgraded (the root uses
-	// it to register the connection so shutdown can close it).
-	OnUpgrade func(*websocket.Conn)
+	Publish PublishFunc
+	Logger  *zap.Logger
+	// OnUpgrade is called once the connection is upgraded, with what
+	// closes it (the root tracks connections, to close those that
+	// outlive a shutdown).
+	OnUpgrade func(io.Closer)
 	// Detach, when set, lets the connection leave its HTTP request once
 	// upgraded: Serve calls Detach with the function that serves the
 	// connection and returns ErrDetached. The caller runs that function
@@ -148,6 +142,9 @@ type Options struct {
 	// and the server's per-request state. ctx must then outlive the
 	// request.
 	Detach func(serve func() error)
+	// DirectWrites lets the hub's fan-out write to an idle connection's
+	// socket itself (see rawconn).
+	DirectWrites bool
 }
 
 const writeWait = 10 * time.Second
@@ -179,7 +176,7 @@ type inbound struct {
 }
 
 // Serve upgrades r and serves session ss until the client leaves, the hub
-// drops its subscriber, or ctx ends. The subscribed frame goes first (the
+// drops the session, or ctx ends. The subscribed frame goes first (the
 // subscription is live), then the replay, then live messages.
 func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.Session, opts Options) error {
 	var conn *websocket.Conn
@@ -187,7 +184,7 @@ func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.
 	if isExtendedConnect(r) {
 		conn, err = upgradeStream(w, r)
 	} else {
-		conn, err = upgrader.Upgrade(hijackable{w}, r, nil)
+		conn, err = upgrader.Upgrade(hijackable{w, opts.DirectWrites}, r, nil)
 	}
 	if err != nil {
 		return err // the upgrader has answered the client
@@ -195,79 +192,57 @@ func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	if opts.Observer == nil {
-		opts.Observer = nopObserver{}
-	}
-	c := &connection{conn: conn, ss: ss, opts: opts}
 	qc := conn.NetConn().(*quietConn)
-	qc.quiet.Store(true)
-	c.w.Init(qc.Conn, writeWait)
-	qc.w = &c.w
+	c := &connection{conn: conn, ss: ss, opts: opts}
 	qc.onClose = c.closeWith
+	qc.quiet.Store(true)
+	c.w = stream.New(ss, c, stream.Frames(qc.Conn), stream.Options{
+		Heartbeat:         opts.Heartbeat,
+		HeartbeatWhenBusy: true, // a ping checks the client is there
+		Shutdown:          ctx,
+	})
 	if opts.OnUpgrade != nil {
-		opts.OnUpgrade(conn)
+		opts.OnUpgrade(qc)
+	}
+	serve := func() error {
+		return c.w.Run(func() { c.readLoop(ctx) }, func(error) {
+			if c.lingerAfter {
+				lingerClose(conn)
+			}
+			_ = conn.Close() // ends the reader
+		})
 	}
 	if opts.Detach != nil && !isExtendedConnect(r) {
 		// a hijacked connection no longer needs its request; a stream
 		// of an HTTP/2 connection (RFC 8441) ends with it
-		opts.Detach(func() error {
-			defer conn.Close()
-			return c.serve(ctx)
-		})
+		opts.Detach(serve)
 		return ErrDetached
 	}
-	defer conn.Close()
-	return c.serve(ctx)
+	return serve()
 }
 
-// serve runs the connection to its end. The calling goroutine reads the
-// client's frames. Writing needs no goroutine while the connection is
-// idle: the hub writes messages to the socket itself when it can (see
-// hub.Sink), and a goroutine is started for everything else (see
-// hub.Subscriber.ServeWrites) and ends once it is written.
-func (c *connection) serve(ctx context.Context) error {
-	var sink hub.Sink
-	if c.w.Direct() && !c.ss.Multi() {
-		sink = c
-	}
-	wait := c.ss.Sub.ServeWrites(sink, func() error { return c.start(ctx) }, c.step, func(error) {
-		c.stop()
-		_ = c.conn.Close() // ends the reader
-	})
-	c.readLoop(ctx) // its end wakes the writer, which ends the connection
-	return wait()
-}
-
-type nopObserver struct{}
-
-func (nopObserver) Delivered(string, *hub.Envelope, int) {}
-
-// Signals of a connection's subscriber, besides the hub's.
+// Signals of a connection's session, besides the hub's.
 const (
 	// sigOutbox: the reader queued frames (replies, pongs).
 	sigOutbox = hub.SignalTransport << iota
-	// sigPing: time to ping the client.
-	sigPing
-	// sigReaderDone: the reader stopped (the client closed, broke a
-	// limit, or the connection failed).
-	sigReaderDone
 )
 
 // maxOutbox bounds the frames the reader may queue for a writer that
 // cannot send them (a client that sends but does not read).
 const maxOutbox = 256 << 10
 
+// connection is one hub WebSocket: its reader, and its wire format for
+// the stream writer (stream.Framer).
 type connection struct {
-	// what a direct delivery (WriteNow) reads, first and together: the
-	// writer lives in the connection, one object less per delivery
-	w    hub.ConnWriter // every frame the server sends
+	w    *stream.Writer
 	ss   *hub.Session
 	opts Options
 	conn *websocket.Conn // for reading only
 
-	json    []byte // a multi-channel message's JSON, reused
-	pending []*hub.Envelope
-	stops   []func()
+	json []byte // a multi-channel message's JSON, reused
+	// lingerAfter: the writer closed with a reason the client has not
+	// answered yet (set and read by the writer only)
+	lingerAfter bool
 
 	mu         sync.Mutex
 	outbox     []byte // frames from the reader for the writer to send
@@ -275,169 +250,85 @@ type connection struct {
 	peerClosed bool   // closeMsg answers the client's own close
 }
 
-// WriteNow writes a single-channel message from the hub's fan-out: the
-// frame shared by every connection, straight to the socket (hub.Sink).
-func (c *connection) WriteNow(e *hub.Envelope, t *hub.Tally) bool {
-	if !c.ss.Accept(e) {
-		return true
-	}
-	c.ss.Advance(e)
-	done := c.w.TryWrite(e.WebSocket())
-	t.Add(c.opts.Observer, "ws")
-	return done
+// frame is a message as a text frame carrying its JSON form, built once
+// for every connection.
+var frame = hub.NewEncoding(func(e *hub.Envelope) []byte { return appendFrame(nil, opText, e.JSON()) })
+
+// Open writes the subscribed frame: the subscription is live.
+func (c *connection) Open(buf []byte, _ bool) []byte {
+	return appendControl(buf, control{Type: "subscribed", Channels: c.ss.Channels(), LastEventID: c.ss.Cursor()})
 }
 
-// start writes the subscribed frame and the replay, and sets up what
-// wakes the writer: everything goes through the subscriber.
-func (c *connection) start(ctx context.Context) error {
-	ss := c.ss
-	s := ss.Sub
-	buf := c.appendControl(nil, control{Type: "subscribed", Channels: s.Channels, LastEventID: ss.Cursor()})
-	for _, e := range ss.Replay {
-		buf = c.appendEnvelope(buf, e)
+// Message appends e as one text frame: the frame built once for every
+// connection, or for a multi-channel session one carrying its own cursor
+// as id.
+func (c *connection) Message(buf []byte, e *hub.Envelope, cursor string) []byte {
+	if cursor == "" {
+		return append(buf, e.Encoded(frame)...)
 	}
-	if err := c.w.Write(buf); err != nil {
-		return err
-	}
-	for _, e := range ss.Replay {
-		c.opts.Observer.Delivered("ws", e, 1)
-	}
-	ss.Replay = nil
-	if c.opts.Heartbeat > 0 {
-		c.stops = append(c.stops, hub.Every(c.opts.Heartbeat, func() { s.Signal(sigPing) }))
-	}
-	stop := context.AfterFunc(ctx, func() { s.Signal(hub.SignalShutdown) })
-	c.stops = append(c.stops, func() { stop() })
-	return nil
+	c.json = hub.AppendJSON(c.json[:0], e.Msg, cursor)
+	return appendFrame(buf, opText, c.json)
 }
 
-// stop releases the connection's timers.
-func (c *connection) stop() {
-	for _, f := range c.stops {
-		f()
-	}
-	c.stops = nil
-}
+// Shared is e's frame, shared by every connection.
+func (c *connection) Shared(e *hub.Envelope) []byte { return e.Encoded(frame) }
 
-// step writes everything pending: replies, a ping, queued messages and
-// what the sink left unsent, or the close frame. end reports that the
-// connection is over, with err saying why.
-func (c *connection) step() (end bool, err error) {
-	ss := c.ss
-	s := ss.Sub
-	c.pending = ss.Next(c.pending[:0]) // from here on, only this goroutine writes
-	sig := s.TakeSignals()
+// Interrupt ends the connection when the reader stopped (answering the
+// client's close, or closing for a broken limit) or the hub dropped the
+// session.
+func (c *connection) Interrupt(buf []byte, sig uint32, dropped error) ([]byte, bool, error) {
 	switch {
-	case sig&sigReaderDone != 0:
+	case sig&hub.SignalGone != 0:
 		c.mu.Lock()
 		msg, peer := c.closeMsg, c.peerClosed
 		c.mu.Unlock()
-		if msg != nil {
-			_ = c.w.Write(hub.AppendWSFrame(nil, hub.WSClose, msg))
-			if !peer {
-				lingerClose(c.conn)
-			}
+		if msg == nil {
+			return buf, true, nil
 		}
-		return true, nil
-	case sig&hub.SignalShutdown != 0:
-		c.sendClose(websocket.CloseGoingAway, "server shutting down")
-		return true, nil
+		buf = appendFrame(buf, opClose, msg)
+		c.lingerAfter = !peer // once the close frame is written
+		return buf, true, nil
+	case errors.Is(dropped, hub.ErrSlowConsumer):
+		return appendClose(buf, websocket.CloseTryAgainLater, "slow consumer: resume with last_event_id"), true, dropped
+	case dropped != nil:
+		return appendClose(buf, websocket.CloseGoingAway, "server shutting down"), true, dropped
 	}
-	if err := s.Err(); err != nil {
-		if errors.Is(err, hub.ErrSlowConsumer) {
-			c.sendClose(websocket.CloseTryAgainLater, "slow consumer: resume with last_event_id")
-		} else {
-			c.sendClose(websocket.CloseGoingAway, "server shutting down")
-		}
-		return true, err
-	}
-	bp := frameBufs.Get().(*[]byte)
-	buf := (*bp)[:0]
+	return buf, false, nil
+}
+
+// Control appends replies, pongs and pings, or the close frame of a
+// shutdown.
+func (c *connection) Control(buf []byte, sig uint32) ([]byte, bool) {
 	if sig&sigOutbox != 0 {
 		c.mu.Lock()
 		buf = append(buf, c.outbox...)
 		c.outbox = nil
 		c.mu.Unlock()
 	}
-	if sig&sigPing != 0 {
-		buf = hub.AppendWSFrame(buf, hub.WSPing, nil)
+	if sig&hub.SignalHeartbeat != 0 {
+		buf = appendFrame(buf, opPing, nil)
 	}
-	for _, e := range c.pending {
-		buf = c.appendEnvelope(buf, e)
+	if sig&hub.SignalShutdown != 0 {
+		return appendClose(buf, websocket.CloseGoingAway, "server shutting down"), true
 	}
-	err = c.w.Write(buf) // also what the sink left unsent
-	if cap(buf) <= 64<<10 {
-		*bp = buf[:0]
-		frameBufs.Put(bp)
-	}
-	if err != nil {
-		return true, err
-	}
-	for _, e := range c.pending {
-		c.opts.Observer.Delivered("ws", e, 1)
-	}
-	clear(c.pending)
-	return false, nil
+	return buf, false
 }
 
-// frameBufs holds write buffers between bursts, so that an idle
-// connection keeps none.
-var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
-
-// appendEnvelope appends e as one text frame: the frame built once for
-// every connection, or for a multi-channel session one carrying its own
-// cursor as id.
-func (c *connection) appendEnvelope(buf []byte, e *hub.Envelope) []byte {
-	id := c.ss.Advance(e)
-	if !c.ss.Multi() {
-		return append(buf, e.WebSocket()...)
-	}
-	c.json = hub.AppendJSONWithID(c.json[:0], e.Msg, id)
-	return hub.AppendWSFrame(buf, hub.WSText, c.json)
-}
-
-func (c *connection) appendControl(buf []byte, v control) []byte {
+func appendControl(buf []byte, v control) []byte {
 	b, _ := json.Marshal(v)
-	return hub.AppendWSFrame(buf, hub.WSText, b)
+	return appendFrame(buf, opText, b)
 }
 
-func (c *connection) sendClose(code int, reason string) {
-	_ = c.w.Write(hub.AppendWSFrame(nil, hub.WSClose, websocket.FormatCloseMessage(code, reason)))
+func appendClose(buf []byte, code int, reason string) []byte {
+	return appendFrame(buf, opClose, websocket.FormatCloseMessage(code, reason))
 }
 
 // readLoop reads client frames: pongs keep the connection alive, publish
 // frames are handed to Options.Publish, anything else gets an error frame
 // or a close code.
 func (c *connection) readLoop(ctx context.Context) {
-	defer c.ss.Sub.Signal(sigReaderDone)
 	conn := c.conn
-	// gorilla answers pings and closes itself by default; here the
-	// answers go through the writer (see quietConn)
-	conn.SetPingHandler(func(data string) error {
-		c.queue(hub.WSPong, []byte(data))
-		return nil
-	})
-	conn.SetCloseHandler(func(code int, _ string) error {
-		var echo []byte
-		if code != websocket.CloseNoStatusReceived {
-			echo = websocket.FormatCloseMessage(code, "")
-		}
-		c.mu.Lock()
-		if c.closeMsg == nil {
-			c.closeMsg, c.peerClosed = echo, true
-			if echo == nil {
-				c.closeMsg = []byte{}
-			}
-		}
-		c.mu.Unlock()
-		return nil
-	})
-	if hb := c.opts.Heartbeat; hb > 0 {
-		_ = conn.SetReadDeadline(time.Now().Add(2*hb + writeWait))
-		conn.SetPongHandler(func(string) error {
-			return conn.SetReadDeadline(time.Now().Add(2*hb + writeWait))
-		})
-	}
+	c.setHandlers()
 	limit := c.opts.MessageSize
 	if limit <= 0 {
 		limit = 1 << 30
@@ -473,6 +364,38 @@ func (c *connection) readLoop(ctx context.Context) {
 	}
 }
 
+// setHandlers makes gorilla hand pings and closes to the writer (it
+// answers them itself by default; here every answer goes through the
+// writer, see quietConn), and pongs extend the read deadline.
+func (c *connection) setHandlers() {
+	conn := c.conn
+	conn.SetPingHandler(func(data string) error {
+		c.queue(opPong, []byte(data))
+		return nil
+	})
+	conn.SetCloseHandler(func(code int, _ string) error {
+		var echo []byte
+		if code != websocket.CloseNoStatusReceived {
+			echo = websocket.FormatCloseMessage(code, "")
+		}
+		c.mu.Lock()
+		if c.closeMsg == nil {
+			c.closeMsg, c.peerClosed = echo, true
+			if echo == nil {
+				c.closeMsg = []byte{}
+			}
+		}
+		c.mu.Unlock()
+		return nil
+	})
+	if hb := c.opts.Heartbeat; hb > 0 {
+		_ = conn.SetReadDeadline(time.Now().Add(2*hb + writeWait))
+		conn.SetPongHandler(func(string) error {
+			return conn.SetReadDeadline(time.Now().Add(2*hb + writeWait))
+		})
+	}
+}
+
 // lingerClose reads (bounded) what the peer still sends after we closed
 // with a reason, until it closes too: closing the socket with unread
 // bytes would reset the connection and lose our close frame.
@@ -504,14 +427,14 @@ func (c *connection) queue(opcode byte, payload []byte) {
 	c.mu.Lock()
 	full := len(c.outbox) > maxOutbox
 	if !full {
-		c.outbox = hub.AppendWSFrame(c.outbox, opcode, payload)
+		c.outbox = appendFrame(c.outbox, opcode, payload)
 	}
 	c.mu.Unlock()
 	if full {
 		_ = c.conn.Close() // the reader stops; the writer closes
 		return
 	}
-	c.ss.Sub.Signal(sigOutbox)
+	c.ss.Signal(sigOutbox)
 }
 
 func (c *connection) handle(ctx context.Context, data []byte) {
@@ -546,5 +469,5 @@ func (c *connection) handle(ctx context.Context, data []byte) {
 // reply queues a control frame for the writer.
 func (c *connection) reply(v control) {
 	b, _ := json.Marshal(v)
-	c.queue(hub.WSText, b)
+	c.queue(opText, b)
 }

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -20,39 +19,14 @@ import (
 
 	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/internal/hub"
+	"github.com/caddy-realtime/realtime/internal/hubtest"
 	"github.com/caddy-realtime/realtime/replay"
 	"github.com/caddy-realtime/realtime/ws"
 	"github.com/gorilla/websocket"
 )
 
 // wait bounds every wait for an event.
-const wait = 5 * time.Second
-
-// checkGoroutines fails if goroutines started after baseline are still
-// running once the test is over (polling, as exiting ones take a moment).
-func checkGoroutines(t *testing.T, baseline int) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for runtime.NumGoroutine() > baseline {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines left over, %d before:\n%s", runtime.NumGoroutine(), baseline, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// recv waits for a value from c, failing the test after wait.
-func recv[T any](t *testing.T, c <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-c:
-		return v
-	case <-time.After(wait):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
-}
+const wait = hubtest.Wait
 
 // config is what a test server varies.
 type config struct {
@@ -60,48 +34,42 @@ type config struct {
 	queueSize int  // the hub's queue per subscriber (0: its default)
 	publish   bool // Options.Publish publishes through the hub
 	detach    bool // Options.Detach runs the connection on a goroutine of its own
+	// queued turns DirectWrites off: every message then goes through the
+	// connection's writer, never straight from the hub's fan-out (which
+	// is what the module does by default, and the tests too)
+	queued bool
 }
 
-// server is a real hub fed by the embedded broker, with a replay cache,
-// serving ws.Serve on a real TCP listener. Its handler subscribes the
-// requested channels, builds the session from ?last_event_id= (replayed
-// from the cache, as the module does) and serves it.
+// server is a real hub (see hubtest) serving ws.Serve on a real TCP
+// listener. Its handler opens the session of the requested channels from
+// ?last_event_id=, as the module does, and serves it.
 type server struct {
-	hub    *hub.Hub
+	hub    *hubtest.Hub
 	url    string             // ws:// URL of the endpoint
 	cancel context.CancelFunc // ends every Serve (the ctx it is given)
 
-	subs    chan *hub.Subscriber // each subscription, once live
-	returns chan error           // what each ws.Serve returned
-	ends    chan error           // what each detached connection's serve returned
+	sessions chan *hub.Session // each session, once live
+	returns  chan error        // what each ws.Serve returned
+	ends     chan error        // what each detached connection's serve returned
 }
 
 func newServer(t *testing.T, cfg config) *server {
 	t.Helper()
-	baseline := runtime.NumGoroutine()
-	t.Cleanup(func() { checkGoroutines(t, baseline) }) // runs last
-
-	cache, err := replay.New(replay.Options{Size: 16, MaxBytes: 8 << 20}) // small: quick to set up
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Linger keeps a channel (and its epoch) subscribed after its last
-	// subscriber left, so that a later subscription can resume.
-	h := hub.New(hub.Options{Replay: cache, Linger: time.Minute, QueueSize: cfg.queueSize})
-	b := broker.NewMemory(h)
-	h.SetBroker(b)
+	hubtest.CheckGoroutines(t) // first: its check runs last
+	h := hubtest.New(t, hub.Options{QueueSize: cfg.queueSize})
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{
-		hub:     h,
-		cancel:  cancel,
-		subs:    make(chan *hub.Subscriber, 16),
-		returns: make(chan error, 16),
-		ends:    make(chan error, 16),
+		hub:      h,
+		cancel:   cancel,
+		sessions: make(chan *hub.Session, 16),
+		returns:  make(chan error, 16),
+		ends:     make(chan error, 16),
 	}
 	opts := cfg.opts
+	opts.DirectWrites = !cfg.queued
 	if cfg.publish {
 		opts.Publish = func(ctx context.Context, channel, event string, data []byte) (string, error) {
-			return h.Publish(ctx, channel, event, data, broker.SourceWS)
+			return h.Hub.Publish(ctx, channel, event, data, broker.SourceWS)
 		}
 	}
 	var handlers sync.WaitGroup
@@ -109,26 +77,19 @@ func newServer(t *testing.T, cfg config) *server {
 		handlers.Add(1)
 		defer handlers.Done()
 		q := r.URL.Query()
-		channels := q["channel"]
-		sub, err := h.Subscribe(r.Context(), channels)
+		ss, err := h.Session(r.Context(), q["channel"], "ws", q.Get("last_event_id"))
 		if err != nil {
-			t.Errorf("subscribing %v: %v", channels, err)
+			t.Errorf("subscribing %v: %v", q["channel"], err)
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		detached := false
 		defer func() {
 			if !detached {
-				h.Unsubscribe(sub)
+				ss.Close()
 			}
 		}()
-		ss, err := session(h, cache, sub, channels, q.Get("last_event_id"))
-		if err != nil {
-			t.Errorf("session: %v", err)
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		s.subs <- sub
+		s.sessions <- ss
 		o := opts
 		if cfg.detach {
 			o.Detach = func(serve func() error) {
@@ -137,7 +98,7 @@ func newServer(t *testing.T, cfg config) *server {
 				go func() {
 					defer handlers.Done()
 					err := serve()
-					h.Unsubscribe(sub)
+					ss.Close()
 					s.ends <- err
 				}()
 			}
@@ -145,7 +106,7 @@ func newServer(t *testing.T, cfg config) *server {
 		s.returns <- ws.Serve(ctx, w, r, ss, o)
 	}))
 	s.url = "ws" + strings.TrimPrefix(srv.URL, "http")
-	t.Cleanup(func() {
+	t.Cleanup(func() { // before the hub's: registered after
 		cancel() // every Serve ends
 		srv.Close()
 		done := make(chan struct{})
@@ -155,70 +116,8 @@ func newServer(t *testing.T, cfg config) *server {
 		case <-time.After(wait):
 			t.Errorf("handlers still running %v after the test", wait)
 		}
-		h.Close()
-		_ = b.Close()
-		cache.Close()
 	})
 	return s
-}
-
-// session builds the hub session of sub the way the module does: the
-// client's position per channel (the channel's newest id when it sent
-// none) and the cached messages after it.
-func session(h *hub.Hub, cache *replay.Cache, sub *hub.Subscriber, channels []string, cursor string) (*hub.Session, error) {
-	positions := make([]replay.Position, len(channels))
-	for i, c := range channels {
-		positions[i] = replay.Position{Channel: c, ID: h.LastID(c)}
-	}
-	var replayed []*hub.Envelope
-	if cursor != "" {
-		ps, err := replay.ParseCursor(cursor, channels)
-		if err != nil {
-			return nil, err
-		}
-		positions = ps
-		for _, p := range ps {
-			if p.ID == h.LastID(p.Channel) {
-				continue
-			}
-			msgs, err := cache.After(p.Channel, p.ID)
-			if err != nil {
-				return nil, fmt.Errorf("replay of %s after %s: %w", p.Channel, p.ID, err)
-			}
-			for _, m := range msgs {
-				replayed = append(replayed, hub.NewEnvelope(m))
-			}
-		}
-		sort.SliceStable(replayed, func(i, j int) bool { return replayed[i].Msg.Arrival < replayed[j].Msg.Arrival })
-	}
-	return hub.NewSession(sub, positions, replayed), nil
-}
-
-// history publishes messages to channel while nobody is connected (the
-// channel is kept for resumes) and returns the channel's position before
-// them and their ids.
-func (s *server) history(t *testing.T, channel string, data ...string) (start string, ids []string) {
-	t.Helper()
-	ctx := context.Background()
-	warm, err := s.hub.Subscribe(ctx, []string{channel})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.hub.Unsubscribe(warm)
-	start = s.hub.LastID(channel)
-	for _, d := range data {
-		ids = append(ids, s.publish(t, channel, "", d))
-	}
-	return start, ids
-}
-
-func (s *server) publish(t *testing.T, channel, event, data string) string {
-	t.Helper()
-	id, err := s.hub.Publish(context.Background(), channel, event, []byte(data), broker.SourceHTTP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
 }
 
 // dial connects a gorilla client with query q; the connection is closed
@@ -397,22 +296,38 @@ func TestIsUpgradeUpgradeTokenList(t *testing.T) {
 
 // The subscribed frame comes first, with the client's position; then
 // the replay of what it missed; then live messages, each a JSON text
-// frame.
+// frame, whether the hub's fan-out writes them to the socket or the
+// connection's writer does. Each is counted once, as ws.
 func TestSubscribedThenReplayThenLive(t *testing.T) {
-	s := newServer(t, config{})
-	_, ids := s.history(t, "news", "one", "two")
+	for _, queued := range []bool{false, true} {
+		t.Run(fmt.Sprintf("queued=%v", queued), func(t *testing.T) {
+			s := newServer(t, config{queued: queued})
+			_, ids := s.hub.History(t, "news", "one", "two")
 
-	q := channels("news")
-	q.Set("last_event_id", ids[0])
-	conn := s.dial(t, q)
-	wantSubscribed(t, read(t, conn), []string{"news"}, ids[0])
-	wantMessage(t, read(t, conn), "news", ids[1], "message", "two")
+			q := channels("news")
+			q.Set("last_event_id", ids[0])
+			conn := s.dial(t, q)
+			wantSubscribed(t, read(t, conn), []string{"news"}, ids[0])
+			wantMessage(t, read(t, conn), "news", ids[1], "message", "two")
 
-	id := s.publish(t, "news", "update", "three\nlines \"quoted\" ✓")
-	wantMessage(t, read(t, conn), "news", id, "update", "three\nlines \"quoted\" ✓")
-	s.publish(t, "other", "", "not subscribed")
-	id = s.publish(t, "news", "", "four")
-	wantMessage(t, read(t, conn), "news", id, "message", "four")
+			id3 := s.hub.Publish(t, "news", "update", "three\nlines \"quoted\" ✓")
+			wantMessage(t, read(t, conn), "news", id3, "update", "three\nlines \"quoted\" ✓")
+			s.hub.Publish(t, "other", "", "not subscribed")
+			id4 := s.hub.Publish(t, "news", "", "four")
+			wantMessage(t, read(t, conn), "news", id4, "message", "four")
+
+			// a delivery is counted once written, so those before four
+			// are; four's may still be on its way
+			want := []string{"ws/" + ids[1] + "/1", "ws/" + id3 + "/1"}
+			got := s.hub.Observed.Deliveries()
+			if len(got) == 3 && got[2] == "ws/"+id4+"/1" {
+				got = got[:2]
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("observer got %v, want %v (and four's)", s.hub.Observed.Deliveries(), want)
+			}
+		})
+	}
 }
 
 // A payload that is not UTF-8 text goes out in base64, marked so, and
@@ -422,7 +337,7 @@ func TestBinaryPayloadIsBase64(t *testing.T) {
 	conn := s.dial(t, channels("bin"))
 	read(t, conn) // subscribed
 	payload := "\xff\x00\xfe text"
-	id := s.publish(t, "bin", "", payload)
+	id := s.hub.Publish(t, "bin", "", payload)
 	f := read(t, conn)
 	var enc struct{ Encoding string }
 	_ = json.Unmarshal([]byte(f.raw), &enc)
@@ -436,13 +351,13 @@ func TestBinaryPayloadIsBase64(t *testing.T) {
 // frame: resuming from it later misses nothing published meanwhile.
 func TestSubscribedPositionIsAResumePoint(t *testing.T) {
 	s := newServer(t, config{})
-	s.history(t, "news", "old")
+	s.hub.History(t, "news", "old")
 	conn := s.dial(t, channels("news"))
 	f := read(t, conn)
 	wantSubscribed(t, f, []string{"news"}, s.hub.LastID("news"))
 	_ = conn.Close()
 
-	id := s.publish(t, "news", "", "while away")
+	id := s.hub.Publish(t, "news", "", "while away")
 	q := channels("news")
 	q.Set("last_event_id", f.LastEventID)
 	conn = s.dial(t, q)
@@ -454,10 +369,10 @@ func TestSubscribedPositionIsAResumePoint(t *testing.T) {
 // subscription after it.
 func TestMultiChannelIDsAreCursors(t *testing.T) {
 	s := newServer(t, config{})
-	startA, _ := s.history(t, "a")
-	startB, _ := s.history(t, "b")
-	a1 := s.publish(t, "a", "", "a1")
-	b1 := s.publish(t, "b", "", "b1")
+	startA, _ := s.hub.History(t, "a")
+	startB, _ := s.hub.History(t, "b")
+	a1 := s.hub.Publish(t, "a", "", "a1")
+	b1 := s.hub.Publish(t, "b", "", "b1")
 
 	start := replay.EncodeCursor([]replay.Position{{Channel: "a", ID: startA}, {Channel: "b", ID: startB}})
 	q := channels("a", "b")
@@ -469,7 +384,7 @@ func TestMultiChannelIDsAreCursors(t *testing.T) {
 	}
 	wantMessage(t, read(t, conn), "a", cursor(a1, startB), "message", "a1")
 	wantMessage(t, read(t, conn), "b", cursor(a1, b1), "message", "b1")
-	a2 := s.publish(t, "a", "", "a2")
+	a2 := s.hub.Publish(t, "a", "", "a2")
 	wantMessage(t, read(t, conn), "a", cursor(a2, b1), "message", "a2")
 }
 
@@ -575,7 +490,7 @@ func TestFramesWithoutPublish(t *testing.T) {
 		t.Fatalf("something was published: last id %q, was %q", last, before)
 	}
 	// still subscribed
-	id := s.publish(t, "chat", "", "after")
+	id := s.hub.Publish(t, "chat", "", "after")
 	wantMessage(t, read(t, conn), "chat", id, "message", "after")
 }
 
@@ -595,7 +510,7 @@ func TestClientPingIsPonged(t *testing.T) {
 	if f := read(t, conn); f.Type != "pong" {
 		t.Fatalf("got %s, want a pong frame", f.raw)
 	}
-	if got := recv(t, pongs, "the pong"); got != "abc" {
+	if got := hubtest.Recv(t, pongs, "the pong"); got != "abc" {
 		t.Fatalf("pong data %q, want abc", got)
 	}
 }
@@ -607,7 +522,7 @@ func TestBinaryFrameClosesWith1003(t *testing.T) {
 	send(t, conn, websocket.BinaryMessage, `{"type":"ping"}`)
 	expectClose(t, conn, websocket.CloseUnsupportedData)
 	_ = conn.Close() // the server waits (bounded) for the client to close first
-	if err := recv(t, s.returns, "Serve to return"); err != nil {
+	if err := hubtest.Recv(t, s.returns, "Serve to return"); err != nil {
 		t.Fatalf("Serve returned %v", err)
 	}
 }
@@ -633,7 +548,7 @@ func TestOversizedFrameClosesWith1009(t *testing.T) {
 	if n := limited.Load(); n != 1 {
 		t.Fatalf("OnLimit called %d times, want 1", n)
 	}
-	if err := recv(t, s.returns, "Serve to return"); err != nil {
+	if err := hubtest.Recv(t, s.returns, "Serve to return"); err != nil {
 		t.Fatalf("Serve returned %v", err)
 	}
 }
@@ -720,7 +635,7 @@ func TestContextCancelClosesWith1001(t *testing.T) {
 	read(t, conn) // subscribed
 	s.cancel()
 	expectClose(t, conn, websocket.CloseGoingAway)
-	if err := recv(t, s.returns, "Serve to return"); err != nil {
+	if err := hubtest.Recv(t, s.returns, "Serve to return"); err != nil {
 		t.Fatalf("Serve returned %v", err)
 	}
 }
@@ -733,7 +648,7 @@ func TestHubCloseClosesWith1001(t *testing.T) {
 	read(t, conn) // subscribed
 	s.hub.Close()
 	expectClose(t, conn, websocket.CloseGoingAway)
-	if err := recv(t, s.returns, "Serve to return"); !errors.Is(err, hub.ErrHubClosed) {
+	if err := hubtest.Recv(t, s.returns, "Serve to return"); !errors.Is(err, hub.ErrHubClosed) {
 		t.Fatalf("Serve returned %v, want %v", err, hub.ErrHubClosed)
 	}
 }
@@ -745,24 +660,24 @@ func TestSlowConsumerClosesWith1013(t *testing.T) {
 	s := newServer(t, config{queueSize: 4})
 	conn := s.dial(t, channels("c"))
 	read(t, conn) // subscribed
-	sub := recv(t, s.subs, "the subscription")
+	ss := hubtest.Recv(t, s.sessions, "the session")
 	payload := strings.Repeat("x", 32<<10)
 	var ids []string
 	deadline := time.Now().Add(wait)
 publish:
 	for {
 		select {
-		case <-sub.Done():
+		case <-ss.Done():
 			break publish
 		default:
 		}
 		if time.Now().After(deadline) || len(ids) == 100000 {
 			t.Fatalf("subscriber not dropped after %d messages", len(ids))
 		}
-		ids = append(ids, s.publish(t, "c", "", payload))
+		ids = append(ids, s.hub.Publish(t, "c", "", payload))
 	}
-	if !errors.Is(sub.Err(), hub.ErrSlowConsumer) {
-		t.Fatalf("subscriber dropped with %v", sub.Err())
+	if !errors.Is(ss.Err(), hub.ErrSlowConsumer) {
+		t.Fatalf("session dropped with %v", ss.Err())
 	}
 	received := 0
 	for {
@@ -784,7 +699,7 @@ publish:
 	if received >= len(ids) {
 		t.Fatalf("got all %d messages before close 1013", len(ids))
 	}
-	if err := recv(t, s.returns, "Serve to return"); !errors.Is(err, hub.ErrSlowConsumer) {
+	if err := hubtest.Recv(t, s.returns, "Serve to return"); !errors.Is(err, hub.ErrSlowConsumer) {
 		t.Fatalf("Serve returned %v, want %v", err, hub.ErrSlowConsumer)
 	}
 }
@@ -799,7 +714,7 @@ func TestClientCloseIsEchoed(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectClose(t, conn, websocket.CloseNormalClosure)
-	if err := recv(t, s.returns, "Serve to return"); err != nil {
+	if err := hubtest.Recv(t, s.returns, "Serve to return"); err != nil {
 		t.Fatalf("Serve returned %v", err)
 	}
 }
@@ -818,7 +733,7 @@ func TestProtocolErrorClosesWith1002(t *testing.T) {
 		t.Fatal("close 1002 without a reason")
 	}
 	_ = conn.Close() // the server waits (bounded) for the client to close first
-	recv(t, s.returns, "Serve to return")
+	hubtest.Recv(t, s.returns, "Serve to return")
 }
 
 // With Options.Detach, Serve hands the connection over and returns
@@ -826,18 +741,18 @@ func TestProtocolErrorClosesWith1002(t *testing.T) {
 func TestDetach(t *testing.T) {
 	s := newServer(t, config{detach: true})
 	conn := s.dial(t, channels("c"))
-	if err := recv(t, s.returns, "Serve to return"); !errors.Is(err, ws.ErrDetached) {
+	if err := hubtest.Recv(t, s.returns, "Serve to return"); !errors.Is(err, ws.ErrDetached) {
 		t.Fatalf("Serve returned %v, want ErrDetached", err)
 	}
 	wantSubscribed(t, read(t, conn), []string{"c"}, s.hub.LastID("c"))
-	id := s.publish(t, "c", "", "detached")
+	id := s.hub.Publish(t, "c", "", "detached")
 	wantMessage(t, read(t, conn), "c", id, "message", "detached")
 	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
 	if err := conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wait)); err != nil {
 		t.Fatal(err)
 	}
 	expectClose(t, conn, websocket.CloseNormalClosure)
-	if err := recv(t, s.ends, "the detached connection to end"); err != nil {
+	if err := hubtest.Recv(t, s.ends, "the detached connection to end"); err != nil {
 		t.Fatalf("detached serve returned %v", err)
 	}
 }

@@ -3,128 +3,84 @@ package hub
 import (
 	"encoding/base64"
 	"encoding/json"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/caddy-realtime/realtime/internal/broker"
-	"github.com/caddy-realtime/realtime/sse"
 )
 
 // Reserved event names (the `realtime.` prefix is refused on publish).
 const (
 	// EventReset tells a client it may have missed messages of a channel.
 	EventReset = "realtime.reset"
-	// EventEncoded carries, on plain SSE, a message whose payload SSE
-	// cannot carry byte for byte (a CR, or bytes that are not UTF-8):
-	// its data is the JSON form of the message instead.
-	EventEncoded = "realtime.encoded"
 	// ReservedPrefix starts every event name the module keeps for itself.
 	ReservedPrefix = "realtime."
 )
 
 // Envelope is one message on its way to every local subscriber of its
-// channel. Each transport's encoding is computed once, on first use, and
-// then shared by all subscribers: nothing is copied per subscriber.
+// channel. Each transport's wire form of it (an Encoding) is computed
+// once, on first use, and then shared by all subscribers: nothing is
+// copied per subscriber.
 type Envelope struct {
 	Msg *broker.Message
 
-	sseOnce  sync.Once
-	sse      []byte
-	sseJOnce sync.Once
-	sseJSON  []byte
 	jsonOnce sync.Once
 	json     []byte
-	wsOnce   sync.Once
-	ws       []byte
+	encoded  [maxEncodings]encoded
+}
 
-	chunkOnce  sync.Once
-	chunk      []byte
-	chunkJOnce sync.Once
-	chunkJSON  []byte
+type encoded struct {
+	once sync.Once
+	b    []byte
 }
 
 // NewEnvelope wraps m for delivery.
 func NewEnvelope(m *broker.Message) *Envelope { return &Envelope{Msg: m} }
 
-// SSE returns the message as an SSE event (id, event, data lines and the
-// blank line). A payload plain SSE cannot carry faithfully is sent as the
-// event EventEncoded whose data is the message's JSON form, which says
-// its real event name and, for non-UTF-8 bytes, carries them in base64.
-func (e *Envelope) SSE() []byte {
-	e.sseOnce.Do(func() {
-		m := e.Msg
-		if sse.Representable(m.Data) {
-			e.sse = sse.AppendEvent(nil, m.ID, m.Event, m.Data)
-			return
-		}
-		e.sse = sse.AppendEvent(nil, m.ID, EventEncoded, e.JSON())
-	})
-	return e.sse
+// Encoding is one wire form of a message, defined by a transport (an SSE
+// event, a WebSocket frame): see Envelope.Encoded. Transports declare
+// theirs once, as package variables.
+type Encoding struct {
+	slot   int
+	encode func(*Envelope) []byte
 }
 
-// SSEJSON returns the message as an SSE event whose data is the JSON form
-// of the message (`?format=json`), for streams of several channels.
-func (e *Envelope) SSEJSON() []byte {
-	e.sseJOnce.Do(func() {
-		e.sseJSON = sse.AppendEvent(nil, e.Msg.ID, e.Msg.Event, e.JSON())
-	})
-	return e.sseJSON
+// maxEncodings is how many encodings the transports may declare: each
+// envelope has room for all of them.
+const maxEncodings = 8
+
+var encodingCount atomic.Int32
+
+// NewEncoding declares a wire form computed by encode, which may use the
+// envelope's other encodings.
+func NewEncoding(encode func(*Envelope) []byte) *Encoding {
+	slot := int(encodingCount.Add(1)) - 1
+	if slot >= maxEncodings {
+		panic("hub: more than maxEncodings encodings declared")
+	}
+	return &Encoding{slot: slot, encode: encode}
 }
 
-// JSON returns the message as the one-line JSON object of the WebSocket
-// and long-poll transports: {"channel","id","event","data"}, plus
-// "encoding":"base64" when the payload is not UTF-8 text.
+// Encoded returns the message in the wire form enc, computed on the first
+// call and shared by every later one.
+func (e *Envelope) Encoded(enc *Encoding) []byte {
+	x := &e.encoded[enc.slot]
+	x.once.Do(func() { x.b = enc.encode(e) })
+	return x.b
+}
+
+// JSON returns the message as the one-line JSON object every transport
+// can carry: {"channel","id","event","data"}, plus "encoding":"base64"
+// when the payload is not UTF-8 text.
 func (e *Envelope) JSON() []byte {
-	e.jsonOnce.Do(func() { e.json = AppendJSON(nil, e.Msg) })
+	e.jsonOnce.Do(func() { e.json = AppendJSON(nil, e.Msg, e.Msg.ID) })
 	return e.json
 }
 
-// WebSocket returns the message as a WebSocket text frame (a server's,
-// unmasked) carrying its JSON form, framed once for all connections.
-func (e *Envelope) WebSocket() []byte {
-	e.wsOnce.Do(func() { e.ws = AppendWSFrame(nil, WSText, e.JSON()) })
-	return e.ws
-}
-
-// SSEChunk returns the SSE event (SSE, or SSEJSON with asJSON) framed as
-// one HTTP/1.1 chunk, for streams that write their own chunked body.
-func (e *Envelope) SSEChunk(asJSON bool) []byte {
-	if asJSON {
-		e.chunkJOnce.Do(func() { e.chunkJSON = appendChunk(nil, e.SSEJSON()) })
-		return e.chunkJSON
-	}
-	e.chunkOnce.Do(func() { e.chunk = appendChunk(nil, e.SSE()) })
-	return e.chunk
-}
-
-func appendChunk(dst, body []byte) []byte {
-	dst = strconv.AppendUint(dst, uint64(len(body)), 16)
-	dst = append(dst, '\r', '\n')
-	dst = append(dst, body...)
-	return append(dst, '\r', '\n')
-}
-
-// AppendSSEWithID appends e as an SSE event carrying id instead of the
-// message's own id (a multi-channel cursor).
-func (e *Envelope) AppendSSEWithID(dst []byte, id string, asJSON bool) []byte {
-	m := e.Msg
-	switch {
-	case asJSON:
-		return sse.AppendEvent(dst, id, m.Event, AppendJSONWithID(nil, m, id))
-	case sse.Representable(m.Data):
-		return sse.AppendEvent(dst, id, m.Event, m.Data)
-	}
-	return sse.AppendEvent(dst, id, EventEncoded, AppendJSONWithID(nil, m, id))
-}
-
-// AppendJSON appends the JSON form of m to dst.
-func AppendJSON(dst []byte, m *broker.Message) []byte {
-	return AppendJSONWithID(dst, m, m.ID)
-}
-
-// AppendJSONWithID appends the JSON form of m with id as its id.
-func AppendJSONWithID(dst []byte, m *broker.Message, id string) []byte {
+// AppendJSON appends the JSON form of m with id as its id (a
+// multi-channel session's cursor, or the message's own id).
+func AppendJSON(dst []byte, m *broker.Message, id string) []byte {
 	dst = append(dst, `{"channel":`...)
 	dst = appendJSONString(dst, m.Channel)
 	dst = append(dst, `,"id":`...)

@@ -33,15 +33,24 @@ import (
 // and safe for concurrent use.
 type Observer interface {
 	MessageReceived(src broker.Source)
+	// Delivered: e was written to n clients of transport, one by a
+	// session's goroutine or a batch by a fan-out lane.
+	Delivered(transport string, e *Envelope, n int)
 	SlowConsumer()
+	// Reset: a client was told it may have missed messages.
 	Reset(reason string)
+	// Resumed: a client's missed messages were read from "cache" (this
+	// node's replay cache) or "redis" (a stream).
+	Resumed(from string)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) MessageReceived(broker.Source) {}
-func (nopObserver) SlowConsumer()                 {}
-func (nopObserver) Reset(string)                  {}
+func (nopObserver) MessageReceived(broker.Source)    {}
+func (nopObserver) Delivered(string, *Envelope, int) {}
+func (nopObserver) SlowConsumer()                    {}
+func (nopObserver) Reset(string)                     {}
+func (nopObserver) Resumed(string)                   {}
 
 // Options configures a Hub.
 type Options struct {
@@ -74,8 +83,7 @@ type Hub struct {
 	lanesWG  sync.WaitGroup
 	nextLane atomic.Uint32
 
-	ctx       context.Context // cancelled by Close
-	cancel    context.CancelFunc
+	closed    chan struct{} // closed by Close
 	closeOnce sync.Once
 }
 
@@ -88,7 +96,7 @@ type fanOutJob struct {
 // member is one subscriber of a channel, with its lane beside it: a lane
 // scans the list without touching the other lanes' subscribers.
 type member struct {
-	s    *Subscriber
+	s    *subscriber
 	lane uint32
 }
 
@@ -131,8 +139,7 @@ func New(opts Options) *Hub {
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
-	h := &Hub{opts: opts, seed: maphash.MakeSeed()}
-	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h := &Hub{opts: opts, seed: maphash.MakeSeed(), closed: make(chan struct{})}
 	for i := range h.shards {
 		h.shards[i].channels = make(map[string]*channel)
 	}
@@ -150,14 +157,14 @@ func New(opts Options) *Hub {
 func (h *Hub) runLane(lane uint32) {
 	defer h.lanesWG.Done()
 	jobs := h.lanes[lane]
-	var t Tally // the lane's own: its counts are reported in batches
+	var t tally // the lane's own: its counts are reported in batches
 	for {
 		select {
 		case j := <-jobs:
 			// with more messages waiting, queue rather than write: the
 			// subscribers' goroutines then send several in one write
 			h.fanOut(lane, j.e, j.subs, len(jobs) == 0, &t)
-		case <-h.ctx.Done():
+		case <-h.closed:
 			return
 		}
 	}
@@ -165,7 +172,7 @@ func (h *Hub) runLane(lane uint32) {
 
 // fanOut delivers e to the subscribers of lane among subs, counting the
 // writes in the lane's tally t.
-func (h *Hub) fanOut(lane uint32, e *Envelope, subs []member, direct bool, t *Tally) {
+func (h *Hub) fanOut(lane uint32, e *Envelope, subs []member, direct bool, t *tally) {
 	pushed := 0
 	for _, m := range subs {
 		if m.lane != lane {
@@ -182,11 +189,11 @@ func (h *Hub) fanOut(lane uint32, e *Envelope, subs []member, direct bool, t *Ta
 			// the lane behind every subscriber goroutine it just woke.
 			// The writes so far are reported first, so that metrics
 			// time each batch when it went out.
-			t.flush(e)
+			t.flush(h.opts.Observer, e)
 			runtime.Gosched()
 		}
 	}
-	t.flush(e)
+	t.flush(h.opts.Observer, e)
 }
 
 // yieldEvery is how many subscribers a lane serves between yields: a
@@ -196,37 +203,43 @@ const yieldEvery = 256
 // SetBroker sets the message bus the hub subscribes channels at.
 func (h *Hub) SetBroker(b broker.Broker) { h.broker = b }
 
-// Broker returns the hub's message bus.
-func (h *Hub) Broker() broker.Broker { return h.broker }
-
 func (h *Hub) shard(name string) *shard {
 	return &h.shards[maphash.String(h.seed, name)%shardCount]
 }
 
-// Subscribe registers a subscriber for channels and returns once every
-// channel is confirmed live at the broker: from then on, nothing
-// published to them is missed. The caller must Unsubscribe it.
-func (h *Hub) Subscribe(ctx context.Context, channels []string) (*Subscriber, error) {
-	s := newSubscriber(channels, h.opts.QueueSize)
+// Subscribe registers a session for channels, served by transport (a
+// name for metrics), and returns once every channel is confirmed live at
+// the broker: from then on, nothing published to them is missed. The
+// session starts where from says (see ParseFrom), with the messages the
+// client missed to send first. The caller must Close it.
+func (h *Hub) Subscribe(ctx context.Context, channels []string, transport string, from From) (*Session, error) {
+	s, err := h.subscribe(ctx, channels, transport)
+	if err != nil {
+		return nil, err
+	}
+	return h.resume(ctx, s, from), nil
+}
+
+// subscribe registers a subscriber for channels at the broker.
+func (h *Hub) subscribe(ctx context.Context, channels []string, transport string) (*subscriber, error) {
+	s := newSubscriber(h, channels, transport, h.opts.QueueSize)
 	s.lane = h.nextLane.Add(1) % uint32(len(h.lanes)) // spread evenly
 	for i, name := range channels {
-		c, err := h.acquire(ctx, name, s)
-		if err != nil {
+		if err := h.acquire(ctx, name, s); err != nil {
 			for _, prev := range channels[:i] {
 				h.release(prev, s)
 			}
 			return nil, err
 		}
-		_ = c
 	}
 	return s, nil
 }
 
-// Unsubscribe removes s from its channels. It is safe to call more than
+// unsubscribe removes s from its channels. It is safe to call more than
 // once.
-func (h *Hub) Unsubscribe(s *Subscriber) {
-	s.fail(context.Canceled)
-	for _, name := range s.Channels {
+func (h *Hub) unsubscribe(s *subscriber) {
+	s.fail(ErrClosed)
+	for _, name := range s.channels {
 		h.release(name, s)
 	}
 }
@@ -267,7 +280,7 @@ func (h *Hub) Start(name string) (string, *broker.Message) {
 	return c.start, c.first.Load()
 }
 
-func (h *Hub) acquire(ctx context.Context, name string, s *Subscriber) (*channel, error) {
+func (h *Hub) acquire(ctx context.Context, name string, s *subscriber) error {
 	sh := h.shard(name)
 	sh.mu.Lock()
 	c := sh.channels[name]
@@ -294,24 +307,23 @@ func (h *Hub) acquire(ctx context.Context, name string, s *Subscriber) (*channel
 		close(c.ready)
 		if err != nil {
 			h.release(name, s)
-			return nil, err
 		}
-		return c, nil
+		return err
 	}
 	select {
 	case <-c.ready:
 	case <-ctx.Done():
 		h.release(name, s)
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 	if c.err != nil {
 		h.release(name, s)
-		return nil, c.err
+		return c.err
 	}
-	return c, nil
+	return nil
 }
 
-func (h *Hub) release(name string, s *Subscriber) {
+func (h *Hub) release(name string, s *subscriber) {
 	sh := h.shard(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -351,7 +363,7 @@ func (h *Hub) expire(name string, c *channel) {
 	h.broker.Unsubscribe(name)
 }
 
-func (c *channel) addSub(s *Subscriber) {
+func (c *channel) addSub(s *subscriber) {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
 	var next []member
@@ -363,7 +375,7 @@ func (c *channel) addSub(s *Subscriber) {
 	c.subs.Store(&next)
 }
 
-func (c *channel) removeSub(s *Subscriber) bool {
+func (c *channel) removeSub(s *subscriber) bool {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
 	old := c.subs.Load()
@@ -435,7 +447,7 @@ func (h *Hub) deliver(e *Envelope) {
 func (h *Hub) toLane(lane uint32, j fanOutJob) {
 	select {
 	case h.lanes[lane] <- j:
-	case <-h.ctx.Done():
+	case <-h.closed:
 	}
 }
 
@@ -449,16 +461,16 @@ func (h *Hub) Gap(channel, reason, resumeID string) {
 	if resumeID == "" {
 		resumeID = last
 	}
-	m := ResetMessage(channel, resumeID, reason)
+	m := resetMessage(channel, resumeID, reason)
 	if h.opts.Replay != nil && resumeID != last {
 		h.opts.Replay.Append(m)
 	}
 	h.deliver(NewEnvelope(m))
 }
 
-// ResetMessage builds the reset signal of channel: event realtime.reset,
+// resetMessage builds the reset signal of channel: event realtime.reset,
 // data {"channel": ..., "reason": ...}, with id, a valid resume point.
-func ResetMessage(channel, id, reason string) *broker.Message {
+func resetMessage(channel, id, reason string) *broker.Message {
 	data, _ := json.Marshal(struct {
 		Channel string `json:"channel"`
 		Reason  string `json:"reason"`
@@ -475,7 +487,7 @@ func (h *Hub) Publish(ctx context.Context, channel, event string, data []byte, s
 // closed by its owner.
 func (h *Hub) Close() {
 	h.closeOnce.Do(func() {
-		h.cancel()
+		close(h.closed)
 		for i := range h.shards {
 			sh := &h.shards[i]
 			sh.mu.Lock()
@@ -494,9 +506,5 @@ func (h *Hub) Close() {
 		h.lanesWG.Wait()
 	})
 }
-
-// Context is cancelled when the hub shuts down; connections that belong
-// to the hub rather than to one request (hub WebSockets) end with it.
-func (h *Hub) Context() context.Context { return h.ctx }
 
 var _ broker.Handler = (*Hub)(nil)

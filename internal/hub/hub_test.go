@@ -2,16 +2,17 @@ package hub
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddy-realtime/realtime/internal/broker"
-	"github.com/caddy-realtime/realtime/internal/ssetest"
 	"go.uber.org/goleak"
 )
 
@@ -27,16 +28,32 @@ func newTestHub(t testing.TB, opts Options) *Hub {
 	return h
 }
 
-// next waits (bounded) for the next envelope of s.
-func next(t *testing.T, s *Subscriber, buf *[]*Envelope) *Envelope {
+// subscribe opens a session for channels, as a client without a cursor,
+// closed when the test ends.
+func subscribe(t testing.TB, h *Hub, channels ...string) *Session {
+	t.Helper()
+	from, err := ParseFrom("", channels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := h.Subscribe(context.Background(), channels, "test", from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ss.Close)
+	return ss
+}
+
+// next waits (bounded) for the next envelope of ss.
+func next(t *testing.T, ss *Session, buf *[]*Envelope) *Envelope {
 	t.Helper()
 	deadline := time.After(5 * time.Second)
 	for len(*buf) == 0 {
 		select {
-		case <-s.Ready():
-			*buf = s.Drain(*buf)
-		case <-s.Done():
-			t.Fatalf("subscriber dropped: %v", s.Err())
+		case <-ss.Ready():
+			*buf = ss.Next(*buf)
+		case <-ss.Done():
+			t.Fatalf("session dropped: %v", ss.Err())
 		case <-deadline:
 			t.Fatal("no message within 5s")
 		}
@@ -49,20 +66,11 @@ func next(t *testing.T, s *Subscriber, buf *[]*Envelope) *Envelope {
 func TestPublishReachesEverySubscriberOnce(t *testing.T) {
 	h := newTestHub(t, Options{})
 	ctx := context.Background()
-	var subs []*Subscriber
+	var subs []*Session
 	for i := 0; i < 10; i++ {
-		s, err := h.Subscribe(ctx, []string{"news"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Unsubscribe(s)
-		subs = append(subs, s)
+		subs = append(subs, subscribe(t, h, "news"))
 	}
-	other, err := h.Subscribe(ctx, []string{"other"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Unsubscribe(other)
+	other := subscribe(t, h, "other")
 
 	id, err := h.Publish(ctx, "news", "update", []byte("hello\nworld"), broker.SourceHTTP)
 	if err != nil {
@@ -83,7 +91,7 @@ func TestPublishReachesEverySubscriberOnce(t *testing.T) {
 	}
 	select {
 	case <-other.Ready():
-		if got := other.Drain(nil); len(got) > 0 {
+		if got := other.Next(nil); len(got) > 0 {
 			t.Fatalf("subscriber of another channel got %v", got[0].Msg)
 		}
 	default:
@@ -93,11 +101,7 @@ func TestPublishReachesEverySubscriberOnce(t *testing.T) {
 func TestMultiChannelSubscription(t *testing.T) {
 	h := newTestHub(t, Options{})
 	ctx := context.Background()
-	s, err := h.Subscribe(ctx, []string{"a", "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Unsubscribe(s)
+	s := subscribe(t, h, "a", "b")
 	for _, ch := range []string{"a", "b", "c", "a"} {
 		if _, err := h.Publish(ctx, ch, "", []byte(ch), broker.SourceHTTP); err != nil {
 			t.Fatal(err)
@@ -116,16 +120,8 @@ func TestMultiChannelSubscription(t *testing.T) {
 func TestSlowConsumerIsDroppedOthersUnaffected(t *testing.T) {
 	h := newTestHub(t, Options{QueueSize: 8})
 	ctx := context.Background()
-	slow, err := h.Subscribe(ctx, []string{"c"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Unsubscribe(slow)
-	fast, err := h.Subscribe(ctx, []string{"c"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Unsubscribe(fast)
+	slow := subscribe(t, h, "c")
+	fast := subscribe(t, h, "c")
 
 	var buf []*Envelope
 	for i := 0; i < 50; i++ {
@@ -154,7 +150,8 @@ func TestUnsubscribeReleasesChannel(t *testing.T) {
 	b := broker.NewMemory(h)
 	h.SetBroker(b)
 	ctx := context.Background()
-	s, err := h.Subscribe(ctx, []string{"x"})
+	from, _ := ParseFrom("", []string{"x"}) // no cursor: never an error
+	s, err := h.Subscribe(ctx, []string{"x"}, "test", from)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,8 +161,11 @@ func TestUnsubscribeReleasesChannel(t *testing.T) {
 	if h.LastID("x") == "" {
 		t.Fatal("LastID empty after a message")
 	}
-	h.Unsubscribe(s)
-	h.Unsubscribe(s) // twice is fine
+	s.Close()
+	s.Close() // twice is fine
+	if !errors.Is(s.Err(), ErrClosed) {
+		t.Fatalf("closed session reports %v, want %v", s.Err(), ErrClosed)
+	}
 	if h.LastID("x") != "" {
 		t.Fatal("channel still registered after its last subscriber left")
 	}
@@ -176,11 +176,7 @@ func TestUnsubscribeReleasesChannel(t *testing.T) {
 func TestLingerKeepsChannel(t *testing.T) {
 	h := newTestHub(t, Options{Linger: time.Hour})
 	ctx := context.Background()
-	s, err := h.Subscribe(ctx, []string{"x"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.Unsubscribe(s)
+	subscribe(t, h, "x").Close()
 	if _, err := h.Publish(ctx, "x", "", []byte("while away"), broker.SourceHTTP); err != nil {
 		t.Fatal(err)
 	}
@@ -191,11 +187,7 @@ func TestLingerKeepsChannel(t *testing.T) {
 
 func TestGapSendsReset(t *testing.T) {
 	h := newTestHub(t, Options{})
-	s, err := h.Subscribe(context.Background(), []string{"x"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Unsubscribe(s)
+	s := subscribe(t, h, "x")
 	h.Gap("x", "gap", "")
 	var buf []*Envelope
 	e := next(t, s, &buf)
@@ -218,7 +210,8 @@ func TestConcurrentSubscribePublish(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 100; i++ {
 				ch := fmt.Sprintf("c%d", i%5)
-				s, err := h.Subscribe(ctx, []string{ch})
+				from, _ := ParseFrom("", []string{ch})
+				s, err := h.Subscribe(ctx, []string{ch}, "test", from)
 				if err != nil {
 					t.Error(err)
 					return
@@ -226,34 +219,37 @@ func TestConcurrentSubscribePublish(t *testing.T) {
 				if _, err := h.Publish(ctx, ch, "", []byte("x"), broker.SourceHTTP); err != nil {
 					t.Error(err)
 				}
-				h.Unsubscribe(s)
+				s.Close()
 			}
 		}(g)
 	}
 	wg.Wait()
 }
 
-func TestEnvelopeEncodings(t *testing.T) {
+// The JSON form every transport can carry: the message's fields, its
+// payload as text when it is UTF-8 and in base64 (marked so) otherwise.
+// The SSE forms are tested in package sse, the WebSocket frame in ws.
+func TestEnvelopeJSON(t *testing.T) {
 	tests := []struct {
-		name      string
-		data      string
-		wantEvent string // event the plain SSE form carries
-		wantB64   bool
+		name    string
+		data    string
+		wantB64 bool
 	}{
-		{"text", "hello", "", false},
-		{"multiline", "a\nb\n", "", false},
-		{"unicode", "héllo ✓ 𝄞", "", false},
-		{"json", `{"a":[1,2]}`, "", false},
-		{"carriage return", "a\r\nb", EventEncoded, false},
-		{"binary", "\xff\xfe\x00", EventEncoded, true},
+		{"text", "hello", false},
+		{"multiline", "a\nb\n", false},
+		{"unicode", "héllo ✓ 𝄞", false},
+		{"json", `{"a":[1,2]}`, false},
+		{"carriage return", "a\r\nb", false},
+		{"binary", "\xff\xfe\x00", true},
+	}
+	type form struct {
+		Channel, ID, Event, Data, Encoding string
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &broker.Message{Channel: "c", ID: "1-0", Data: []byte(tc.data)}
 			e := NewEnvelope(m)
-			var j struct {
-				Channel, ID, Event, Data, Encoding string
-			}
+			var j form
 			if err := json.Unmarshal(e.JSON(), &j); err != nil {
 				t.Fatalf("JSON form %s: %v", e.JSON(), err)
 			}
@@ -263,21 +259,64 @@ func TestEnvelopeEncodings(t *testing.T) {
 			if tc.wantB64 != (j.Encoding == "base64") {
 				t.Fatalf("encoding %q, want base64=%v", j.Encoding, tc.wantB64)
 			}
-			if !tc.wantB64 && j.Data != tc.data {
-				t.Fatalf("JSON data %q, want %q", j.Data, tc.data)
+			data := j.Data
+			if tc.wantB64 {
+				b, err := base64.StdEncoding.DecodeString(j.Data)
+				if err != nil {
+					t.Fatalf("base64 data %q: %v", j.Data, err)
+				}
+				data = string(b)
 			}
-			ev, err := ssetest.NewParser(strings.NewReader(string(e.SSE()))).Next()
-			if err != nil {
+			if data != tc.data {
+				t.Fatalf("JSON data %q, want %q", data, tc.data)
+			}
+			// a multi-channel session's form carries its cursor as id
+			var c form
+			if err := json.Unmarshal(AppendJSON([]byte("x"), m, "c1.cursor")[1:], &c); err != nil {
 				t.Fatal(err)
 			}
-			if tc.wantEvent == "" {
-				if ev.Data != tc.data || ev.ID != "1-0" {
-					t.Fatalf("SSE gave %+v, want data %q", ev, tc.data)
-				}
-			} else if ev.Event != tc.wantEvent || ev.Data != string(e.JSON()) {
-				t.Fatalf("SSE gave %+v, want event %s with the JSON form", ev, tc.wantEvent)
+			if want := (form{"c", "c1.cursor", "message", j.Data, j.Encoding}); c != want {
+				t.Fatalf("AppendJSON with a cursor gave %+v, want %+v", c, want)
 			}
 		})
+	}
+}
+
+// countedEncoding counts its computations: an encoding is computed once
+// per envelope, whoever asks first, and shared.
+var (
+	encodeCalls     atomic.Int32
+	countedEncoding = NewEncoding(func(e *Envelope) []byte {
+		encodeCalls.Add(1)
+		return append([]byte("framed:"), e.JSON()...) // built on another form
+	})
+)
+
+func TestEncodingIsComputedOnceAndShared(t *testing.T) {
+	e := NewEnvelope(&broker.Message{Channel: "c", ID: "1-0", Data: []byte("x")})
+	encodeCalls.Store(0)
+	var wg sync.WaitGroup
+	got := make([][]byte, 8)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i] = e.Encoded(countedEncoding)
+		}()
+	}
+	wg.Wait()
+	if n := encodeCalls.Load(); n != 1 {
+		t.Fatalf("encoded %d times, want once", n)
+	}
+	want := "framed:" + string(e.JSON())
+	for _, b := range got {
+		if string(b) != want || &b[0] != &got[0][0] {
+			t.Fatalf("got %q, want the one shared %q", b, want)
+		}
+	}
+	other := NewEnvelope(e.Msg)
+	if other.Encoded(countedEncoding); encodeCalls.Load() != 2 {
+		t.Fatal("another envelope did not compute its own form")
 	}
 }
 
@@ -291,9 +330,9 @@ func BenchmarkFanOut10k(b *testing.B) {
 	defer br.Close()
 	defer h.Close()
 	ctx := context.Background()
-	subs := make([]*Subscriber, 10000)
+	subs := make([]*subscriber, 10000)
 	for i := range subs {
-		s, err := h.Subscribe(ctx, []string{"bench"})
+		s, err := h.subscribe(ctx, []string{"bench"}, "bench")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -302,6 +341,7 @@ func BenchmarkFanOut10k(b *testing.B) {
 	members := *h.shard("bench").channels["bench"].subs.Load()
 	m := &broker.Message{Channel: "bench", ID: "1-0", Data: make([]byte, 200)}
 	bufs := make([][]*Envelope, len(subs))
+	var t tally
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -309,13 +349,13 @@ func BenchmarkFanOut10k(b *testing.B) {
 		// what every lane does for this message, one after the other
 		// (no subscriber has a sink armed: each message is queued)
 		for l := range h.lanes {
-			h.fanOut(uint32(l), e, members, false, &Tally{})
+			h.fanOut(uint32(l), e, members, false, &t)
 		}
-		_ = e.SSE()
+		_ = e.JSON()
 		if i%64 == 63 {
 			b.StopTimer()
 			for j, s := range subs {
-				bufs[j] = s.Drain(bufs[j][:0])
+				bufs[j] = s.drain(bufs[j][:0])
 			}
 			b.StartTimer()
 		}

@@ -5,8 +5,11 @@ import (
 	"github.com/caddy-realtime/realtime/replay"
 )
 
-// Session is what a transport serves: a live subscriber, the retained
-// messages to send before its live ones, and the client's position.
+// Session is what a transport serves: a live subscription, the retained
+// messages to send before its live ones, and the client's position. The
+// transport's goroutine (or the runner of Run) is the only one to use it,
+// apart from Signal; while that goroutine is idle, the hub's fan-out
+// updates it for the messages it writes through the Sink.
 //
 // A message's id as the client sees it is its resume cursor. For a
 // subscription to one channel that is just the message's id, the same
@@ -19,11 +22,11 @@ type Session struct {
 	// every live message is sent. Checked first on every delivery.
 	live bool
 
-	Sub *Subscriber
-	// Replay is sent first, in order.
-	Replay []*Envelope
+	sub *subscriber
+	// replay is sent first, in order.
+	replay []*Envelope
 
-	positions []replay.Position // one per channel, in Sub.Channels order
+	positions []replay.Position // one per channel, in subscription order
 	// seen holds, per channel, ids of replayed messages that may also be
 	// queued live (they reached the node between the subscription and
 	// the replay read); emptied at the first live message not in it.
@@ -38,13 +41,13 @@ type Session struct {
 	oneCaughtUp [1]bool
 }
 
-// NewSession builds the session of s, whose client is at positions
+// newSession builds the session of s, whose client is at positions
 // (one per channel of s, in order; an empty ID means "no position"),
 // with replayed envelopes to send first. A subscriber has one session,
 // which it holds: a delivery then touches one object for both.
-func NewSession(s *Subscriber, positions []replay.Position, replayed []*Envelope) *Session {
+func newSession(s *subscriber, positions []replay.Position, replayed []*Envelope) *Session {
 	ss := &s.session
-	*ss = Session{Sub: s, Replay: replayed}
+	*ss = Session{sub: s, replay: replayed}
 	if len(positions) == 1 {
 		ss.onePos[0] = positions[0]
 		ss.positions, ss.caughtUp = ss.onePos[:], ss.oneCaughtUp[:]
@@ -72,7 +75,7 @@ func (ss *Session) Multi() bool { return len(ss.positions) > 1 }
 // already has (see Accept).
 func (ss *Session) Next(buf []*Envelope) []*Envelope {
 	start := len(buf)
-	buf = ss.Sub.Drain(buf)
+	buf = ss.sub.drain(buf)
 	n := start
 	for _, e := range buf[start:] {
 		if ss.Accept(e) {
@@ -166,3 +169,70 @@ func (ss *Session) Cursor() string {
 	}
 	return replay.EncodeCursor(ss.positions)
 }
+
+// Channels are the channels subscribed, in the order asked for.
+func (ss *Session) Channels() []string { return ss.sub.channels }
+
+// TakeReplay returns the retained messages to send before any live one,
+// once: later calls return nothing.
+func (ss *Session) TakeReplay() []*Envelope {
+	r := ss.replay
+	ss.replay = nil
+	return r
+}
+
+// Delivered counts one message written to the client, for metrics.
+func (ss *Session) Delivered(e *Envelope) {
+	ss.sub.hub.opts.Observer.Delivered(ss.sub.transport, e, 1)
+}
+
+// Signals that wake a session's goroutine besides its messages; a
+// transport may define its own from SignalTransport up.
+const (
+	// SignalHeartbeat: the stream has been idle for a heartbeat interval.
+	SignalHeartbeat uint32 = 1 << iota
+	// SignalShutdown: the server is shutting down or reloading.
+	SignalShutdown
+	// SignalGone: the client left.
+	SignalGone
+	// SignalTransport is the first signal free for transports.
+	SignalTransport
+)
+
+// Signal sets signal bits and wakes the session's goroutine. It is safe
+// to call from any goroutine.
+func (ss *Session) Signal(bits uint32) { ss.sub.signal(bits) }
+
+// TakeSignals returns the signals set since the last call, and clears
+// them.
+func (ss *Session) TakeSignals() uint32 { return ss.sub.takeSignals() }
+
+// Ready is signalled when messages may be queued, a signal was sent, a
+// sink left work unfinished, or the hub dropped the session. (Not with
+// Run, which starts its own goroutine instead.)
+func (ss *Session) Ready() <-chan struct{} { return ss.sub.notify }
+
+// Done is closed when the hub dropped the session; Err says why.
+func (ss *Session) Done() <-chan struct{} { return ss.sub.done }
+
+// Err is why the hub dropped the session (ErrSlowConsumer, ErrHubClosed,
+// ErrClosed), or nil.
+func (ss *Session) Err() error { return ss.sub.failure() }
+
+// Run serves the writing side of a connection without a goroutine of its
+// own while it is idle. start writes what goes first, on the calling
+// goroutine. From then on, whenever there is something to write (a
+// message queued, a signal, a sink's unfinished write, the session
+// dropped), a goroutine is started that calls step until nothing is left,
+// arms sink (when not nil: the hub's fan-out then writes to the
+// connection itself) and ends. When start fails or a step reports the
+// end, finish runs once with the error, and no goroutine is started
+// again. Run returns at once; wait blocks until finish has run and
+// returns its error.
+func (ss *Session) Run(sink Sink, start func() error, step func() (end bool, err error), finish func(error)) (wait func() error) {
+	return ss.sub.serveWrites(sink, start, step, finish)
+}
+
+// Close ends the subscription: the hub forgets the session and releases
+// its channels. It is safe to call more than once.
+func (ss *Session) Close() { ss.sub.hub.unsubscribe(ss.sub) }

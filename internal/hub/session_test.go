@@ -48,11 +48,11 @@ func TestSessionDropsStreamMessagesAtOrBeforePosition(t *testing.T) {
 			for _, p := range tc.positions {
 				chans = append(chans, p.Channel)
 			}
-			s := newSubscriber(chans, 64)
+			s := newSubscriber(nil, chans, "test", 64)
 			for _, m := range tc.live {
-				s.push(NewEnvelope(m), false, nil)
+				s.push(NewEnvelope(m), false, nil) // queued: no sink, no tally
 			}
-			ss := NewSession(s, tc.positions, nil)
+			ss := newSession(s, tc.positions, nil)
 			var got []string
 			for _, e := range ss.Next(nil) {
 				ss.Advance(e)

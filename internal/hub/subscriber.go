@@ -13,20 +13,10 @@ var ErrSlowConsumer = errors.New("slow consumer: too many undelivered messages")
 // ErrHubClosed is why subscribers are dropped when the hub shuts down.
 var ErrHubClosed = errors.New("hub closed")
 
-// Signals wake a subscriber's goroutine for something other than a
-// message; a transport may define its own from SignalTransport up.
-const (
-	// SignalHeartbeat: the stream has been idle for a heartbeat interval.
-	SignalHeartbeat uint32 = 1 << iota
-	// SignalShutdown: the server is shutting down or reloading.
-	SignalShutdown
-	// SignalGone: the client left.
-	SignalGone
-	// SignalTransport is the first signal free for transports.
-	SignalTransport
-)
+// ErrClosed is why a session ends once it was closed.
+var ErrClosed = errors.New("session closed")
 
-// Subscriber is one client connection's subscription to one or more
+// subscriber is one client connection's subscription to one or more
 // channels. The hub pushes envelopes into its bounded queue without ever
 // waiting; the connection's own goroutine drains it. An idle subscriber
 // costs a few words and two small channels.
@@ -36,8 +26,10 @@ const (
 // without waking the goroutine, as long as the socket takes it at once.
 // That is the common case, and it saves a goroutine wake-up, a channel
 // hand-off and a scheduler round trip per subscriber per message.
-type Subscriber struct {
-	Channels []string
+type subscriber struct {
+	channels  []string
+	transport string // labels its deliveries in metrics
+	hub       *Hub
 
 	lane uint32 // the hub's fan-out lane that serves this subscriber
 
@@ -46,10 +38,10 @@ type Subscriber struct {
 	max   int
 	err   error
 	sink  Sink // armed: the hub may write to the connection
-	// session is the connection's session (see NewSession), beside the
-	// fields a delivery reads first
+	// session is the connection's session, beside the fields a delivery
+	// reads first
 	session Session
-	run     func()        // see ServeWrites
+	run     func()        // see Session.Run
 	running bool          // run is going on some goroutine
 	notify  chan struct{} // capacity 1: "the queue or a signal is pending"
 	done    chan struct{} // closed when the subscriber is dropped
@@ -59,72 +51,84 @@ type Subscriber struct {
 // Sink is a connection the hub writes messages to itself while its
 // goroutine is idle. WriteNow is called with the subscriber locked, one
 // message at a time, in order, never alongside the goroutine's own
-// writes.
+// writes, and only for messages the session is to send.
 type Sink interface {
-	// WriteNow sends e without waiting and reports whether all of it
-	// went out; if not, the sink keeps the rest and the subscriber's
-	// goroutine is woken to send it. It counts what it writes in t.
-	WriteNow(e *Envelope, t *Tally) bool
+	// WriteNow sends e's shared wire form without waiting and reports
+	// whether all of it went out; if not, the sink keeps the rest and the
+	// session's goroutine is woken to send it.
+	WriteNow(e *Envelope) bool
 }
 
-// Tally counts what a fan-out lane writes through sinks, by observer and
-// transport, for the lane to report in batches: with every lane updating
-// the same metrics on every write, the cores would take turns owning
-// their cache lines.
-type Tally struct {
+// tally counts what a fan-out lane writes through sinks, by transport,
+// for the lane to report in batches: with every lane updating the same
+// metrics on every write, the cores would take turns owning their cache
+// lines.
+type tally struct {
 	entries []tallyEntry
 }
 
 type tallyEntry struct {
-	obs       DeliveryObserver
 	transport string
 	n         int
 }
 
-// Add counts one write of the message being fanned out.
-func (t *Tally) Add(obs DeliveryObserver, transport string) {
+// add counts one write of the message being fanned out.
+func (t *tally) add(transport string) {
 	for i := range t.entries {
-		if en := &t.entries[i]; en.transport == transport && en.obs == obs {
+		if en := &t.entries[i]; en.transport == transport {
 			en.n++
 			return
 		}
 	}
-	t.entries = append(t.entries, tallyEntry{obs: obs, transport: transport, n: 1})
+	t.entries = append(t.entries, tallyEntry{transport: transport, n: 1})
 }
 
 // flush reports the writes of e counted since the last flush.
-func (t *Tally) flush(e *Envelope) {
+func (t *tally) flush(obs Observer, e *Envelope) {
 	for i := range t.entries {
 		if en := &t.entries[i]; en.n > 0 {
-			en.obs.Delivered(en.transport, e, en.n)
+			obs.Delivered(en.transport, e, en.n)
 			en.n = 0
 		}
 	}
 }
 
-func newSubscriber(channels []string, max int) *Subscriber {
-	return &Subscriber{
-		Channels: channels,
-		max:      max,
-		notify:   make(chan struct{}, 1),
-		done:     make(chan struct{}),
+func newSubscriber(h *Hub, channels []string, transport string, max int) *subscriber {
+	return &subscriber{
+		hub:       h,
+		channels:  channels,
+		transport: transport,
+		max:       max,
+		notify:    make(chan struct{}, 1),
+		done:      make(chan struct{}),
 	}
 }
 
 // push delivers e: written by the armed sink when direct is allowed and
 // the socket takes it (counted in t), queued otherwise. It never blocks;
 // a full queue drops the subscriber.
-func (s *Subscriber) push(e *Envelope, direct bool, t *Tally) (dropped bool) {
+func (s *subscriber) push(e *Envelope, direct bool, t *tally) (dropped bool) {
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
 		return false
 	}
-	if s.sink != nil {
-		if direct && s.sink.WriteNow(e, t) {
+	if s.sink != nil && direct {
+		// the goroutine is idle, so the session is the lane's to update
+		ss := &s.session
+		if !ss.Accept(e) {
 			s.mu.Unlock()
 			return false
 		}
+		ss.Advance(e)
+		done := s.sink.WriteNow(e)
+		t.add(s.transport)
+		if done {
+			s.mu.Unlock()
+			return false
+		}
+	}
+	if s.sink != nil {
 		// the goroutine takes over: what the sink could not finish, or
 		// the queue (under load, it writes queued messages in batches)
 		s.sink = nil
@@ -145,8 +149,8 @@ func (s *Subscriber) push(e *Envelope, direct bool, t *Tally) (dropped bool) {
 	return false
 }
 
-// wakeLocked signals Ready, or starts the runner if none is running.
-func (s *Subscriber) wakeLocked() {
+// wakeLocked signals notify, or starts the runner if none is running.
+func (s *subscriber) wakeLocked() {
 	if s.run != nil {
 		if !s.running {
 			s.running = true
@@ -160,17 +164,17 @@ func (s *Subscriber) wakeLocked() {
 	}
 }
 
-// ServeWrites runs the writing side of a connection that has no writer
+// serveWrites runs the writing side of a connection that has no writer
 // goroutine while it is idle. start writes what goes first, on the
 // calling goroutine. From then on, whenever there is something to write
 // (a message queued, a signal, a sink's unfinished write, the subscriber
 // dropped), a goroutine is started that calls step until nothing is left,
 // arms sink (when not nil) and ends. When start fails or a step reports
 // the end, finish runs once with the error, and no goroutine is started
-// again. ServeWrites returns at once; wait blocks until finish has run
+// again. serveWrites returns at once; wait blocks until finish has run
 // and returns its error. The caller typically reads the connection
-// meanwhile, and makes the writer end (fail, Signal) when reading does.
-func (s *Subscriber) ServeWrites(sink Sink, start func() error, step func() (end bool, err error), finish func(error)) (wait func() error) {
+// meanwhile, and makes the writer end (a signal) when reading does.
+func (s *subscriber) serveWrites(sink Sink, start func() error, step func() (end bool, err error), finish func(error)) (wait func() error) {
 	done := make(chan struct{})
 	var result error
 	end := func(err error) {
@@ -202,9 +206,9 @@ func (s *Subscriber) ServeWrites(sink Sink, start func() error, step func() (end
 }
 
 // setRunner makes s start run on a new goroutine whenever there is
-// something to do and no run is going on, instead of signalling Ready.
+// something to do and no run is going on, instead of signalling notify.
 // The caller counts as a running run until its first idle.
-func (s *Subscriber) setRunner(run func()) {
+func (s *subscriber) setRunner(run func()) {
 	s.mu.Lock()
 	s.run = run
 	s.running = true
@@ -213,7 +217,7 @@ func (s *Subscriber) setRunner(run func()) {
 
 // idle ends a run, arming k (when not nil), if nothing is left to do;
 // otherwise it reports false and the run goes on.
-func (s *Subscriber) idle(k Sink) bool {
+func (s *subscriber) idle(k Sink) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil || len(s.queue) > 0 || s.signals.Load() != 0 {
@@ -224,7 +228,7 @@ func (s *Subscriber) idle(k Sink) bool {
 	return true
 }
 
-func (s *Subscriber) failLocked(err error) {
+func (s *subscriber) failLocked(err error) {
 	if s.err == nil {
 		s.err = err
 		s.queue = nil
@@ -234,55 +238,35 @@ func (s *Subscriber) failLocked(err error) {
 	}
 }
 
-func (s *Subscriber) fail(err error) {
+func (s *subscriber) fail(err error) {
 	s.mu.Lock()
 	s.failLocked(err)
 	s.mu.Unlock()
 }
 
-// Arm lets the hub write to the connection through k until the
-// subscriber's goroutine next drains the queue. It does nothing when
-// messages are queued (the goroutine is woken for them) or the
-// subscriber was dropped.
-func (s *Subscriber) Arm(k Sink) {
-	s.mu.Lock()
-	if s.err == nil && len(s.queue) == 0 {
-		s.sink = k
-	}
-	s.mu.Unlock()
-}
-
-// Signal sets signal bits and wakes the subscriber's goroutine.
-func (s *Subscriber) Signal(bits uint32) {
+// signal sets signal bits and wakes the subscriber's goroutine.
+func (s *subscriber) signal(bits uint32) {
 	s.signals.Or(bits)
 	s.mu.Lock()
 	s.wakeLocked()
 	s.mu.Unlock()
 }
 
-// TakeSignals returns the signals set since the last call, and clears
+// takeSignals returns the signals set since the last call, and clears
 // them.
-func (s *Subscriber) TakeSignals() uint32 { return s.signals.Swap(0) }
+func (s *subscriber) takeSignals() uint32 { return s.signals.Swap(0) }
 
-// Ready is signalled when the queue may hold envelopes, a Signal was
-// sent, a sink left work unfinished, or the subscriber was dropped.
-func (s *Subscriber) Ready() <-chan struct{} { return s.notify }
-
-// Done is closed when the hub dropped the subscriber; Err says why.
-func (s *Subscriber) Done() <-chan struct{} { return s.done }
-
-// Err is why the subscriber was dropped, or nil.
-func (s *Subscriber) Err() error {
+func (s *subscriber) failure() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.err
 }
 
-// Drain disarms the sink, moves every queued envelope to buf (which it
+// drain disarms the sink, moves every queued envelope to buf (which it
 // returns, grown as needed) and empties the queue. The caller reuses buf
-// between calls, so a steady stream allocates nothing. From Drain until
-// the next Arm, the caller alone writes to the connection.
-func (s *Subscriber) Drain(buf []*Envelope) []*Envelope {
+// between calls, so a steady stream allocates nothing. From drain until
+// the sink is armed again, the caller alone writes to the connection.
+func (s *subscriber) drain(buf []*Envelope) []*Envelope {
 	s.mu.Lock()
 	s.sink = nil
 	buf = append(buf, s.queue...)

@@ -1,20 +1,18 @@
-package hub
+package ws
 
 import "encoding/binary"
 
 // WebSocket opcodes (RFC 6455, section 5.2) of the frames a server sends.
 const (
-	WSText  byte = 1
-	WSClose byte = 8
-	WSPing  byte = 9
-	WSPong  byte = 10
+	opText  byte = 1
+	opClose byte = 8
+	opPing  byte = 9
+	opPong  byte = 10
 )
 
-// AppendWSFrame appends one final, unmasked WebSocket frame (as a server
+// appendFrame appends one final, unmasked WebSocket frame (as a server
 // sends them, RFC 6455 section 5.2) with the given opcode and payload.
-// The hub builds each message's frame once and writes the same bytes to
-// every connection.
-func AppendWSFrame(dst []byte, opcode byte, payload []byte) []byte {
+func appendFrame(dst []byte, opcode byte, payload []byte) []byte {
 	dst = append(dst, 0x80|opcode)
 	switch n := len(payload); {
 	case n < 126:

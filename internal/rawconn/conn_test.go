@@ -1,6 +1,6 @@
-//go:build unix
+//go:build linux
 
-package hub
+package rawconn
 
 import (
 	"io"
@@ -35,15 +35,14 @@ func readWithin(c net.Conn, n int, d time.Duration) ([]byte, error) {
 // The fan-out writes to a socket's descriptor number: once the writer's
 // connection is closed, that number may be another connection's, which
 // must never get a byte.
-func TestConnWriterClosedWritesNothing(t *testing.T) {
+func TestClosedConnWritesNothing(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	srv, cli := tcpPair(t, ln)
-	w := new(ConnWriter)
-	w.Init(srv, time.Second)
+	w := Own(srv, time.Second, true)
 	if !w.Direct() {
 		t.Fatal("a plain TCP connection should be written directly")
 	}
@@ -69,15 +68,14 @@ func TestConnWriterClosedWritesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv2.Close()
-	w2 := new(ConnWriter)
-	w2.Init(srv2, time.Second)
+	w2 := Own(srv2, time.Second, true)
 	if w2.raw.fd != fd {
 		t.Logf("descriptor %d not reused (got %d): the test is weaker", fd, w2.raw.fd)
 	}
 	if w.TryWrite([]byte("stray")) {
 		t.Fatal("TryWrite on a closed writer reported success")
 	}
-	if err := w.Write(nil); err == nil {
+	if _, err := w.Write(nil); err == nil {
 		t.Fatal("Write on a closed writer should fail")
 	}
 	// whatever reached the new connection arrives before its own bytes
@@ -86,5 +84,29 @@ func TestConnWriterClosedWritesNothing(t *testing.T) {
 	}
 	if b, err := readWithin(cli2, 4, 5*time.Second); err != nil || string(b) != "mine" {
 		t.Fatalf("the new connection read %q (%v): a closed writer wrote to it", b, err)
+	}
+}
+
+// With direct writes switched off, TryWrite writes nothing and every
+// byte goes through Write.
+func TestDirectWritesOff(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv, cli := tcpPair(t, ln)
+	w := Own(srv, time.Second, false)
+	if w.Direct() {
+		t.Fatal("Direct with direct writes off")
+	}
+	if w.TryWrite([]byte("a")) {
+		t.Fatal("TryWrite wrote with direct writes off")
+	}
+	if _, err := w.Write([]byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := readWithin(cli, 2, 5*time.Second); err != nil || string(b) != "ab" {
+		t.Fatalf("read %q, %v: want what TryWrite kept, then the write", b, err)
 	}
 }

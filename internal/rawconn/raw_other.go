@@ -1,10 +1,10 @@
-//go:build !unix
+//go:build !linux
 
-package hub
+package rawconn
 
 import "net"
 
-// rawWriter is unix-only; elsewhere every write goes through the
+// rawWriter writes only on Linux; elsewhere every write goes through the
 // connection's goroutine.
 type rawWriter struct{ rest []byte }
 

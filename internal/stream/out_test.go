@@ -1,4 +1,4 @@
-package hub
+package stream
 
 import (
 	"bytes"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-realtime/realtime/internal/broker"
+	"github.com/caddy-realtime/realtime/internal/rawconn"
 )
 
 // captureConn is a net.Conn that keeps what is written to it.
@@ -29,28 +29,30 @@ func TestChunkedOutFrames(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &captureConn{}
-			o := newChunkedOut(c, time.Second)
-			b := append(make([]byte, chunkRoom, 512), tc.body...)
+			o := Chunked(rawconn.Own(c, time.Second, false))
+			b := append(make([]byte, o.room(), 512), tc.body...)
 			if err := o.write(b); err != nil {
 				t.Fatal(err)
 			}
 			if got := c.out.String(); got != tc.want {
 				t.Errorf("wrote %q, want %q", got, tc.want)
 			}
+			if got := string(AppendChunk(nil, []byte(tc.body))); tc.body != "" && got != tc.want {
+				t.Errorf("AppendChunk gave %q, want %q", got, tc.want)
+			}
 		})
 	}
 }
 
-// BenchmarkChunkedWrite is one detached SSE delivery: a shared event
-// appended to a pooled buffer, framed as a chunk, written.
+// BenchmarkChunkedWrite is one detached SSE delivery's write: a 200-byte
+// event in a pooled buffer, framed as a chunk, written.
 func BenchmarkChunkedWrite(b *testing.B) {
-	e := NewEnvelope(&broker.Message{Channel: "bench", ID: "1-0", Data: bytes.Repeat([]byte("x"), 200)})
-	ss := NewSession(&Subscriber{Channels: []string{"bench"}}, nil, nil)
-	o := newChunkedOut(&discardConn{}, 10*time.Second)
+	o := Chunked(rawconn.Own(&discardConn{}, 10*time.Second, false))
+	event := bytes.Repeat([]byte("x"), 200)
 	b.ReportAllocs()
 	for b.Loop() {
-		bp := sseBufs.Get().(*[]byte)
-		buf := appendSSE((*bp)[:chunkRoom], ss, e, false)
+		bp := bufs.Get().(*[]byte)
+		buf := append((*bp)[:chunkRoom], event...)
 		if err := o.write(buf); err != nil {
 			b.Fatal(err)
 		}

@@ -1,0 +1,103 @@
+// Package rawconn owns a connection taken over from net/http (an HTTP/1.1
+// response body written as chunks, or a WebSocket) and writes to it from
+// two sides: the connection's own goroutine, which may wait for the
+// socket, and the hub's fan-out, which never waits.
+//
+// On Linux, a plain TCP connection is written by the fan-out with write(2)
+// on its descriptor (see TryWrite). That is only safe while the
+// descriptor is this connection's: once closed, the system may hand the
+// number to another connection. Conn makes that impossible rather than a
+// convention: it owns the connection, it is the only way to close it, and
+// its Close stops direct writes before the descriptor is released. Every
+// other kind of connection (TLS, a stream of an HTTP/2 or HTTP/3
+// connection, other systems) is written by its goroutine only.
+package rawconn
+
+import (
+	"net"
+	"time"
+)
+
+// Conn is a connection owned by one stream. It is a net.Conn, so that the
+// code that reads from it (gorilla/websocket, a read loop) holds the Conn
+// and never the connection underneath: whoever closes it goes through
+// Close.
+type Conn struct {
+	raw      rawWriter // in the Conn itself: one object less per delivery
+	direct   bool      // raw can write to the socket
+	net.Conn           // reads, addresses and read deadlines pass through
+	timeout  time.Duration
+	deadline time.Time // the write deadline set last
+}
+
+// Own takes c over: from now on, c must be used through the returned Conn
+// only. Write waits at most timeout for the socket (zero: no bound).
+// With direct false, or where c is no plain TCP connection, TryWrite
+// writes nothing.
+func Own(c net.Conn, timeout time.Duration, direct bool) *Conn {
+	w := &Conn{Conn: c, timeout: timeout}
+	if direct {
+		w.direct = w.raw.init(c)
+	}
+	return w
+}
+
+// Direct reports whether TryWrite can write without waiting.
+func (w *Conn) Direct() bool { return w.direct }
+
+// TryWrite writes as much of b as the socket takes at once and reports
+// whether that was all; the rest goes out first at the next Write. It
+// never waits, and is for the hub's fan-out while the connection's
+// goroutine is idle: the two never write at the same time. Without
+// Direct it writes nothing and keeps all of b for Write.
+func (w *Conn) TryWrite(b []byte) bool {
+	if !w.direct {
+		w.raw.rest = append(w.raw.rest[:0], b...)
+		return len(b) == 0
+	}
+	return w.raw.tryWrite(b)
+}
+
+// Write sends what TryWrite left unsent, then b, waiting at most the
+// timeout.
+func (w *Conn) Write(b []byte) (int, error) {
+	rest := w.raw.rest
+	if len(rest) == 0 && len(b) == 0 {
+		return 0, nil
+	}
+	if w.timeout > 0 {
+		// re-arming a deadline costs a timer update: do it at most about
+		// once a second per stream, not on every write
+		now := time.Now()
+		if d := now.Add(w.timeout); d.Sub(w.deadline) > time.Second || w.deadline.Before(now) {
+			_ = w.Conn.SetWriteDeadline(d)
+			w.deadline = d
+		}
+	}
+	if len(rest) == 0 {
+		return w.Conn.Write(b)
+	}
+	bufs := net.Buffers{rest, b}
+	n, err := bufs.WriteTo(w.Conn)
+	w.raw.rest = rest[:0]
+	if cap(rest) > 16<<10 {
+		w.raw.rest = nil // let a burst's buffer go
+	}
+	return max(int(n)-len(rest), 0), err
+}
+
+// SetWriteDeadline sets the deadline of the next Write; later writes set
+// their own from the timeout again.
+func (w *Conn) SetWriteDeadline(t time.Time) error {
+	w.deadline = t
+	return w.Conn.SetWriteDeadline(t)
+}
+
+// Close stops direct writes, then closes the connection: the descriptor
+// is released only once no TryWrite can use it.
+func (w *Conn) Close() error {
+	if w.direct {
+		w.raw.close()
+	}
+	return w.Conn.Close()
+}

@@ -2,6 +2,7 @@ package realtime
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -56,17 +57,29 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
+	return unmarshalBlock(d, "", func(name string) error { return h.unmarshalOption(d, name) })
+}
+
+// repeatable are the subdirectives that may be given more than once:
+// their arguments add up.
+var repeatable = map[string]bool{"origins": true, "redis": true}
+
+// unmarshalBlock reads the block of the current directive (what names it
+// in errors; "" for realtime itself), which takes no argument, handing
+// each subdirective to option by name; one that is not repeatable may be
+// given once.
+func unmarshalBlock(d *caddyfile.Dispenser, what string, option func(name string) error) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
 	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
-		if seen[name] && name != "origins" && name != "redis" {
-			return d.Errf("%s: given more than once", name)
+		if seen[name] && (what != "" || !repeatable[name]) {
+			return d.Errf("%s: given more than once", strings.TrimSpace(what+" "+name))
 		}
 		seen[name] = true
-		if err := h.unmarshalOption(d, name); err != nil {
+		if err := option(name); err != nil {
 			return err
 		}
 	}
@@ -101,10 +114,7 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, name string) error {
 	case "publish_key":
 		h.PublishKey, err = oneArg(d)
 	case "longpoll_timeout":
-		var v string
-		if v, err = oneArg(d); err == nil {
-			h.LongpollTimeout, err = parsePositiveDuration(d, name, v)
-		}
+		h.LongpollTimeout, err = durationArg(d, name)
 	case "ticket":
 		err = h.unmarshalTicket(d)
 	case "replay":
@@ -119,18 +129,10 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, name string) error {
 	return err
 }
 
+// unmarshalTicket reads the ticket block.
 func (h *Handler) unmarshalTicket(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
-		return d.ArgErr()
-	}
 	h.Ticket = new(TicketConfig)
-	seen := make(map[string]bool)
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if seen[name] {
-			return d.Errf("ticket %s: given more than once", name)
-		}
-		seen[name] = true
+	return unmarshalBlock(d, "ticket", func(name string) error {
 		var err error
 		switch name {
 		case "secret":
@@ -140,68 +142,37 @@ func (h *Handler) unmarshalTicket(d *caddyfile.Dispenser) error {
 		case "authorize":
 			h.Ticket.Authorize, err = oneArg(d)
 		case "ttl":
-			var v string
-			if v, err = oneArg(d); err == nil {
-				h.Ticket.TTL, err = parsePositiveDuration(d, "ticket ttl", v)
-			}
+			h.Ticket.TTL, err = durationArg(d, "ticket ttl")
 		case "authorize_timeout":
-			var v string
-			if v, err = oneArg(d); err == nil {
-				h.Ticket.AuthorizeTimeout, err = parsePositiveDuration(d, "ticket authorize_timeout", v)
-			}
+			h.Ticket.AuthorizeTimeout, err = durationArg(d, "ticket authorize_timeout")
 		default:
 			return d.Errf("unrecognized ticket subdirective %q", name)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
+// unmarshalReplay reads the replay block.
 func (h *Handler) unmarshalReplay(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
-		return d.ArgErr()
-	}
 	h.Replay = new(ReplayConfig)
-	seen := make(map[string]bool)
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if seen[name] {
-			return d.Errf("replay %s: given more than once", name)
-		}
-		seen[name] = true
+	return unmarshalBlock(d, "replay", func(name string) error {
 		var err error
 		switch name {
 		case "size":
 			h.Replay.Size, err = positiveInt(d, "replay size")
 		case "ttl":
-			var v string
-			if v, err = oneArg(d); err == nil {
-				h.Replay.TTL, err = parsePositiveDuration(d, "replay ttl", v)
-			}
+			h.Replay.TTL, err = durationArg(d, "replay ttl")
 		default:
 			return d.Errf("unrecognized replay subdirective %q", name)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
+// unmarshalLimits reads the limits block.
 func (h *Handler) unmarshalLimits(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
-		return d.ArgErr()
-	}
 	h.Limits = new(Limits)
-	seen := make(map[string]bool)
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		if seen[name] {
-			return d.Errf("limits %s: given more than once", name)
-		}
-		seen[name] = true
+	return unmarshalBlock(d, "limits", func(name string) error {
 		var err error
 		switch name {
 		case "connections":
@@ -211,23 +182,12 @@ func (h *Handler) unmarshalLimits(d *caddyfile.Dispenser) error {
 		case "channels":
 			h.Limits.Channels, err = positiveInt(d, "limits channels")
 		case "message_size":
-			var v string
-			if v, err = oneArg(d); err == nil {
-				var n uint64
-				n, err = humanize.ParseBytes(v)
-				if err != nil || n == 0 || n > 1<<30 {
-					return d.Errf("invalid limits message_size '%s': want a size such as 64KiB, at most 1GiB", v)
-				}
-				h.Limits.MessageSize = int64(n)
-			}
+			h.Limits.MessageSize, err = sizeArg(d, "limits message_size")
 		default:
 			return d.Errf("unrecognized limits subdirective %q", name)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 // oneArg returns the single argument of the current subdirective.
@@ -252,6 +212,31 @@ func positiveInt(d *caddyfile.Dispenser, name string) (int, error) {
 		return 0, d.Errf("invalid %s '%s': want a positive integer", name, v)
 	}
 	return n, nil
+}
+
+// sizeArg returns the single argument of the current subdirective, a
+// size from 1 byte to 1GiB such as 64KiB; name is the subdirective in
+// errors.
+func sizeArg(d *caddyfile.Dispenser, name string) (int64, error) {
+	v, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := humanize.ParseBytes(v)
+	if err != nil || n == 0 || n > 1<<30 {
+		return 0, d.Errf("invalid %s '%s': want a size such as 64KiB, at most 1GiB", name, v)
+	}
+	return int64(n), nil
+}
+
+// durationArg returns the single argument of the current subdirective,
+// a positive duration; name is the subdirective in errors.
+func durationArg(d *caddyfile.Dispenser, name string) (caddy.Duration, error) {
+	v, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	return parsePositiveDuration(d, name, v)
 }
 
 func parsePositiveDuration(d *caddyfile.Dispenser, name, v string) (caddy.Duration, error) {

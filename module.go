@@ -239,38 +239,34 @@ func (h *Handler) replacePlaceholders() {
 
 // setDefaults fills in every setting left at zero.
 func (h *Handler) setDefaults() {
-	if h.Prefix == "" {
-		h.Prefix = DefaultPrefix
-	}
 	switch {
 	case h.Heartbeat == 0:
 		h.heartbeat = DefaultHeartbeat
 	case h.Heartbeat > 0:
 		h.heartbeat = time.Duration(h.Heartbeat)
 	}
-	if h.LongpollTimeout == 0 {
-		h.LongpollTimeout = caddy.Duration(DefaultLongpollTimeout)
-	}
-	if h.Ticket != nil && h.Ticket.TTL == 0 {
-		h.Ticket.TTL = caddy.Duration(DefaultTicketTTL)
-	}
 	if h.Replay == nil {
 		h.Replay = new(ReplayConfig)
-	}
-	if h.Replay.Size == 0 {
-		h.Replay.Size = DefaultReplaySize
-	}
-	if h.Replay.TTL == 0 {
-		h.Replay.TTL = caddy.Duration(DefaultReplayTTL)
 	}
 	if h.Limits == nil {
 		h.Limits = new(Limits)
 	}
-	if h.Limits.Channels == 0 {
-		h.Limits.Channels = DefaultMaxChannels
+	orDefault(&h.Prefix, DefaultPrefix)
+	orDefault(&h.LongpollTimeout, caddy.Duration(DefaultLongpollTimeout))
+	if h.Ticket != nil {
+		orDefault(&h.Ticket.TTL, caddy.Duration(DefaultTicketTTL))
 	}
-	if h.Limits.MessageSize == 0 {
-		h.Limits.MessageSize = DefaultMessageSize
+	orDefault(&h.Replay.Size, DefaultReplaySize)
+	orDefault(&h.Replay.TTL, caddy.Duration(DefaultReplayTTL))
+	orDefault(&h.Limits.Channels, DefaultMaxChannels)
+	orDefault(&h.Limits.MessageSize, DefaultMessageSize)
+}
+
+// orDefault sets *v to def when it is the zero value (not configured).
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
 	}
 }
 

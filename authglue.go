@@ -14,6 +14,7 @@ import (
 	"github.com/caddy-realtime/realtime/auth"
 	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/internal/hub"
+	"github.com/caddy-realtime/realtime/replay"
 	"github.com/caddy-realtime/realtime/ws"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -133,7 +134,7 @@ func (h *Handler) wsPublisher(claims *auth.Claims) ws.PublishFunc {
 	}
 	return func(ctx context.Context, channel, event string, data []byte) (string, error) {
 		switch {
-		case !validChannel(channel):
+		case !replay.ValidChannel(channel):
 			return "", fmt.Errorf("invalid channel name %q", truncate(channel, 64))
 		case strings.HasPrefix(event, hub.ReservedPrefix):
 			return "", errors.New(`event names starting with "realtime." are reserved`)
@@ -169,7 +170,7 @@ func (h *Handler) serveIssue(w http.ResponseWriter, r *http.Request) error {
 		req.Channels = r.URL.Query()["channel"]
 	}
 	for _, c := range req.Channels {
-		if !validChannel(c) {
+		if !replay.ValidChannel(c) {
 			return badRequest("invalid channel name %q", truncate(c, 64))
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddy-realtime/realtime/replay"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -128,12 +129,12 @@ func TestValidate(t *testing.T) {
 
 func TestValidChannel(t *testing.T) {
 	for _, ok := range []string{"a", "news", "chat:room-1", "user@example.com/inbox", "A_b.c", strings.Repeat("x", 200)} {
-		if !validChannel(ok) {
+		if !replay.ValidChannel(ok) {
 			t.Errorf("%q refused", ok)
 		}
 	}
 	for _, bad := range []string{"", strings.Repeat("x", 201), "a b", "é", "a\nb", "a*", "a?b", "a#", "a%20"} {
-		if validChannel(bad) {
+		if replay.ValidChannel(bad) {
 			t.Errorf("%q accepted", bad)
 		}
 	}

@@ -66,46 +66,27 @@ func initMetrics(reg *prometheus.Registry) error {
 // ones the hot paths use, so that those never look a label up.
 func newMetrics() {
 	m := &metrics
-	const ns = "realtime"
 	m.connections = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: ns, Name: "connections",
+		Namespace: metricsNamespace, Name: "connections",
 		Help: "Open hub subscriptions on this node, by transport.",
 	}, []string{"transport"})
-	m.received = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: ns, Name: "messages_received_total",
-		Help: "Messages that reached this node, by the way they first reached it.",
-	}, []string{"source"})
-	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: ns, Name: "deliveries_total",
-		Help: "Messages written to clients, by transport.",
-	}, []string{"transport"})
-	m.deliverySeconds = newBatchHistogram(prometheus.BuildFQName(ns, "", "delivery_seconds"),
+	m.received = counterVec("messages_received_total",
+		"Messages that reached this node, by the way they first reached it.", "source")
+	m.deliveries = counterVec("deliveries_total",
+		"Messages written to clients, by transport.", "transport")
+	m.deliverySeconds = newBatchHistogram(prometheus.BuildFQName(metricsNamespace, "", "delivery_seconds"),
 		"Time from a message reaching the node to its write to a client.",
 		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5})
-	m.slowDisconnects = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: ns, Name: "slow_consumer_disconnects_total",
-		Help: "Subscribers dropped because they fell too far behind.",
-	})
-	m.resets = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: ns, Name: "resets_total",
-		Help: "Reset signals sent, by reason.",
-	}, []string{"reason"})
-	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: ns, Name: "refusals_total",
-		Help: "Refused requests, by reason.",
-	}, []string{"reason"})
-	m.redisUp = prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: ns, Name: "redis_up",
-		Help: "1 when Redis is reachable, 0 when not.",
-	})
-	m.redisReconnects = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: ns, Name: "redis_reconnects_total",
-		Help: "Times Redis became reachable again after being down.",
-	})
-	m.resumes = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: ns, Name: "resumes_total",
-		Help: "Channels resumed from a client's id, by where the missed messages came from (cache, redis); ids that could not be placed are counted in resets_total.",
-	}, []string{"from"})
+	m.slowDisconnects = counter("slow_consumer_disconnects_total",
+		"Subscribers dropped because they fell too far behind.")
+	m.resets = counterVec("resets_total", "Reset signals sent, by reason.", "reason")
+	m.refusals = counterVec("refusals_total", "Refused requests, by reason.", "reason")
+	m.redisUp = gauge("redis_up", "1 when Redis is reachable, 0 when not.")
+	m.redisReconnects = counter("redis_reconnects_total",
+		"Times Redis became reachable again after being down.")
+	m.resumes = counterVec("resumes_total",
+		"Channels resumed from a client's id, by where the missed messages came from (cache, redis); ids that could not be placed are counted in resets_total.",
+		"from")
 	m.resumeCache = m.resumes.WithLabelValues("cache")
 	m.resumeRedis = m.resumes.WithLabelValues("redis")
 	m.deliveredSSE = m.deliveries.WithLabelValues("sse")
@@ -120,6 +101,23 @@ func newMetrics() {
 	for _, r := range []string{"origin", "ticket", "scope", "limit", "bad_request"} {
 		m.refusals.WithLabelValues(r)
 	}
+}
+
+// metricsNamespace prefixes every metric name: realtime_<name>.
+const metricsNamespace = "realtime"
+
+// counter, counterVec and gauge create the collectors of newMetrics in
+// the metrics namespace; counterVec's have a single label.
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Namespace: metricsNamespace, Name: name, Help: help})
+}
+
+func counterVec(name, help, label string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: metricsNamespace, Name: name, Help: help}, []string{label})
+}
+
+func gauge(name, help string) prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: name, Help: help})
 }
 
 // observer feeds the hub's and transports' events into the metrics.

@@ -12,27 +12,10 @@ import (
 	"github.com/caddy-realtime/realtime/client"
 	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/internal/hub"
+	"github.com/caddy-realtime/realtime/replay"
 	"github.com/caddy-realtime/realtime/ws"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
-
-// validChannel reports whether name is 1 to 200 characters from
-// A-Z a-z 0-9 _ - . : @ /.
-func validChannel(name string) bool {
-	if len(name) == 0 || len(name) > 200 {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '_', c == '-', c == '.', c == ':', c == '@', c == '/':
-		default:
-			return false
-		}
-	}
-	return true
-}
 
 // badRequest is a 400 refusal with a reason.
 func badRequest(format string, args ...any) error {
@@ -51,7 +34,7 @@ func (h *Handler) channelsOf(r *http.Request) ([]string, error) {
 	seen := make(map[string]bool, len(chans))
 	out := chans[:0:0]
 	for _, c := range chans {
-		if !validChannel(c) {
+		if !replay.ValidChannel(c) {
 			return nil, badRequest("invalid channel name %q: use 1 to 200 characters from A-Z a-z 0-9 _ - . : @ /", truncate(c, 64))
 		}
 		if !seen[c] {
@@ -110,7 +93,7 @@ func (h *Handler) serveHub(w http.ResponseWriter, r *http.Request) error {
 
 func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) error {
 	channel := r.URL.Query().Get("channel")
-	if !validChannel(channel) {
+	if !replay.ValidChannel(channel) {
 		return badRequest("invalid or missing channel %q: publish to ?channel=<name>", truncate(channel, 64))
 	}
 	event := r.URL.Query().Get("event")

@@ -92,7 +92,7 @@ func DecodeCursor(cursor string) ([]Position, error) {
 		if id, buf, err = field(buf); err != nil {
 			return nil, err
 		}
-		if !validChannel(ch) {
+		if !ValidChannel(ch) {
 			return nil, fmt.Errorf("%w: bad channel name", ErrBadCursor)
 		}
 		if id != "" && !ValidID(id) {

@@ -237,26 +237,7 @@ func (l *chanLog) place(p parsedID) (int, error) {
 	switch p.kind {
 	case kindStream:
 		q := skey{p.ms, p.seq}
-		// First entry past q; the candidate message is the one where the
-		// prefix key reached its value just before that entry.
-		i := sort.Search(l.n, func(i int) bool { return q.less(l.at(i).s) })
-		if i > 0 {
-			v := l.at(i - 1).s
-			j := sort.Search(i, func(j int) bool { return !l.at(j).s.less(v) })
-			if e := l.at(j); e.kind == kindStream && e.s == v {
-				return j + 1, nil
-			}
-		}
-		if l.anyDropped {
-			if d := l.lastDropped; d.kind == kindStream && !q.less(d.s) {
-				return 0, nil
-			}
-			return 0, ErrExpired
-		}
-		if l.lost != nil {
-			return 0, l.lost
-		}
-		return 0, ErrNoLog
+		return seek(l, q, kindStream, func(e *entry) skey { return e.s }, ErrNoLog)
 
 	case kindNode:
 		rec := l.epoch(p.epoch)
@@ -269,32 +250,49 @@ func (l *chanLog) place(p parsedID) (int, error) {
 		if p.seq > rec.last {
 			return 0, ErrUnknownID
 		}
-		q := nkey{rec.ord, p.seq}
-		i := sort.Search(l.n, func(i int) bool { return q.less(l.at(i).n) })
-		if i > 0 {
-			v := l.at(i - 1).n
-			j := sort.Search(i, func(j int) bool { return !l.at(j).n.less(v) })
-			if e := l.at(j); e.kind == kindNode && e.n == v {
-				return j + 1, nil
-			}
-		}
-		if l.anyDropped {
-			if d := l.lastDropped; d.kind == kindNode && !q.less(d.n) {
-				return 0, nil
-			}
-			return 0, ErrExpired
-		}
-		if l.lost != nil {
-			return 0, l.lost
-		}
 		// Nothing trimmed: the epoch's first message is retained and
 		// nothing of this shape precedes p. p is the position just before
 		// that message ("p.<epoch>.0" for an epoch starting at 1), or an
 		// id the log never saw.
-		if p.seq+1 >= rec.first {
-			return 0, nil
+		var untrimmed error
+		if p.seq+1 < rec.first {
+			untrimmed = ErrUnknownID
 		}
-		return 0, ErrUnknownID
+		q := nkey{rec.ord, p.seq}
+		return seek(l, q, kindNode, func(e *entry) nkey { return e.n }, untrimmed)
 	}
 	return 0, ErrUnknownID
+}
+
+// prefixKey is the prefix key place searches by: skey or nkey.
+type prefixKey[K any] interface {
+	comparable
+	less(K) bool
+}
+
+// seek is place for a position with key q among the messages of one
+// shape: kind, whose prefix key key picks out of an entry (s or n).
+// untrimmed is the answer when no message of that shape is at or below q
+// and the log has lost nothing from its start.
+func seek[K prefixKey[K]](l *chanLog, q K, kind idKind, key func(*entry) K, untrimmed error) (int, error) {
+	// First entry past q; the candidate message is the one where the
+	// prefix key reached its value just before that entry.
+	i := sort.Search(l.n, func(i int) bool { return q.less(key(l.at(i))) })
+	if i > 0 {
+		v := key(l.at(i - 1))
+		j := sort.Search(i, func(j int) bool { return !key(l.at(j)).less(v) })
+		if e := l.at(j); e.kind == kind && key(e) == v {
+			return j + 1, nil
+		}
+	}
+	if l.anyDropped {
+		if d := &l.lastDropped; d.kind == kind && !q.less(key(d)) {
+			return 0, nil
+		}
+		return 0, ErrExpired
+	}
+	if l.lost != nil {
+		return 0, l.lost
+	}
+	return 0, untrimmed
 }

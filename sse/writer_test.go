@@ -8,11 +8,11 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/caddy-realtime/realtime/internal/hubtest"
 	"github.com/caddy-realtime/realtime/internal/ssetest"
 )
 
@@ -27,20 +27,6 @@ func recv[T any](t *testing.T, c <-chan T, what string) T {
 	case <-time.After(wait):
 		t.Fatalf("timed out waiting for %s", what)
 		panic("unreachable")
-	}
-}
-
-// checkGoroutines fails if goroutines started after baseline are still
-// running once the test is over (polling, as exiting ones take a moment).
-func checkGoroutines(t *testing.T, baseline int) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for runtime.NumGoroutine() > baseline {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines left over, %d before:\n%s", runtime.NumGoroutine(), baseline, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -60,7 +46,7 @@ func TestWriterStream(t *testing.T) {
 	chunks := []string{"data: par", "tial\n", "\n", "id: 2\r\ndata: second\r\n\r\n"}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			baseline := runtime.NumGoroutine()
+			hubtest.CheckGoroutines(t) // first: its check runs last
 			next := make(chan string)
 			var streams atomic.Int32
 			srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
@@ -140,13 +126,12 @@ func TestWriterStream(t *testing.T) {
 			resp.Body.Close()
 			srv.Client().CloseIdleConnections()
 			srv.Close()
-			checkGoroutines(t, baseline)
 		})
 	}
 }
 
 func TestWriterHeartbeat(t *testing.T) {
-	baseline := runtime.NumGoroutine()
+	hubtest.CheckGoroutines(t) // first: its check runs last
 	const interval = 20 * time.Millisecond
 	beats := make(chan bool, 1000)
 	step := make(chan string)
@@ -243,7 +228,6 @@ func TestWriterHeartbeat(t *testing.T) {
 	resp.Body.Close()
 	srv.Client().CloseIdleConnections()
 	srv.Close()
-	checkGoroutines(t, baseline)
 }
 
 // failWriter is a ResponseWriter that cannot flush and whose body writes

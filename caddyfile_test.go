@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddy-realtime/realtime/replay"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -124,19 +123,6 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("error %v, want %q", err, tc.wantErr)
 			}
 		})
-	}
-}
-
-func TestValidChannel(t *testing.T) {
-	for _, ok := range []string{"a", "news", "chat:room-1", "user@example.com/inbox", "A_b.c", strings.Repeat("x", 200)} {
-		if !replay.ValidChannel(ok) {
-			t.Errorf("%q refused", ok)
-		}
-	}
-	for _, bad := range []string{"", strings.Repeat("x", 201), "a b", "é", "a\nb", "a*", "a?b", "a#", "a%20"} {
-		if replay.ValidChannel(bad) {
-			t.Errorf("%q accepted", bad)
-		}
 	}
 }
 

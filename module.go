@@ -14,11 +14,13 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddy-realtime/realtime/auth"
 	"github.com/caddy-realtime/realtime/internal/broker"
+	"github.com/caddy-realtime/realtime/internal/endpoint"
+	"github.com/caddy-realtime/realtime/internal/metrics"
+	"github.com/caddy-realtime/realtime/internal/node"
 	"github.com/caddy-realtime/realtime/replay"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -114,22 +116,10 @@ type Handler struct {
 
 	logger    *zap.Logger
 	heartbeat time.Duration // 0: off
-	origins   *auth.Origins
-	tickets   *ticketAuth // nil: tickets off
-	admission *admission
 
-	state    *state // the broker and subscriptions; nil without hub or redis
-	stateKey string
-
-	// ctx is cancelled when the server shuts down and in Cleanup:
-	// streams served by this handler end so that a reload or stop
-	// returns promptly. It is kept, not only its cancel function, because
-	// every stream waits on it (context.AfterFunc costs no goroutine).
-	ctx    context.Context
-	cancel context.CancelFunc
-	// streams counts the SSE streams that left their request, so that
-	// Cleanup can let them send their last retry hint
-	streams *sync.WaitGroup
+	node     *node.Node // the hub and its broker; nil without hub or redis
+	nodeKey  string
+	endpoint *endpoint.Endpoint
 }
 
 // TicketConfig configures tickets: short-lived credentials a browser
@@ -189,29 +179,47 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.replacePlaceholders()
 	h.setDefaults()
-	h.admission = &admission{perIP: make(map[string]int)}
-	if err := initMetrics(ctx.GetMetricsRegistry()); err != nil {
+	if err := metrics.Init(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	var err error
-	if h.origins, err = auth.NewOrigins(h.Origins); err != nil {
+	origins, err := auth.NewOrigins(h.Origins)
+	if err != nil {
 		return fmt.Errorf("origins: %w", err)
 	}
-	h.ctx, h.cancel = context.WithCancel(context.Background())
-	h.streams = new(sync.WaitGroup)
+	// the hub needs its broker; tickets stored in Redis need the client
+	if h.Hub || len(h.Redis) > 0 {
+		if h.node, h.nodeKey, err = h.loadNode(); err != nil {
+			return err
+		}
+	}
+	tickets, err := h.newTickets(h.node)
+	if err != nil {
+		return err
+	}
+	cfg := endpoint.Config{
+		Origins:         origins,
+		Tickets:         tickets,
+		PublishKey:      h.PublishKey,
+		Heartbeat:       h.heartbeat,
+		LongpollTimeout: time.Duration(h.LongpollTimeout),
+		Limits: endpoint.Limits{
+			Connections: h.Limits.Connections, PerIP: h.Limits.PerIP,
+			Channels: h.Limits.Channels, MessageSize: h.Limits.MessageSize,
+		},
+		DirectWrites: !h.DisableDirectWrites,
+		Logger:       h.logger,
+	}
+	if h.Hub {
+		cfg.Hub, cfg.Conns = h.node.Hub, h.node
+	}
+	h.endpoint = endpoint.New(cfg)
 	// streams end as soon as the server starts shutting down (reload,
 	// stop), not only at Cleanup, which comes after the server's
 	// shutdown has waited for every request in flight
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
-		srv.RegisterOnShutdown(h.cancel)
+		srv.RegisterOnShutdown(h.endpoint.Shutdown)
 	}
-	// the hub needs its broker; tickets stored in Redis need the client
-	if h.Hub || len(h.Redis) > 0 {
-		if h.state, h.stateKey, err = h.loadState(); err != nil {
-			return err
-		}
-	}
-	return h.provisionTickets()
+	return nil
 }
 
 // replacePlaceholders resolves the global placeholders ({env.*}) of the
@@ -301,41 +309,21 @@ func (h *Handler) Validate() error {
 }
 
 // Cleanup ends the streams this handler serves and releases its share
-// of the hub's state, which is destroyed once no config uses it.
+// of its node (hub, broker, replay cache), which is destroyed once no config uses it.
 func (h *Handler) Cleanup() error {
-	if h.cancel != nil {
-		h.cancel()
-		// bounded: a stream stuck writing to a dead client does not hold
-		// up a reload
-		done := make(chan struct{})
-		go func() {
-			h.streams.Wait()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-time.After(2 * time.Second):
-		}
+	if h.endpoint != nil {
+		h.endpoint.Close(2 * time.Second)
 	}
-	if h.state != nil {
-		_, err := states.Delete(h.stateKey)
+	if h.node != nil {
+		_, err := nodes.Delete(h.nodeKey)
 		return err
 	}
 	return nil
 }
 
-// ServeHTTP routes a request to the hub or passes it through.
+// ServeHTTP serves the request from the hub, or passes it through.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	var err error
-	if h.Hub {
-		err = h.serveHub(w, r)
-	} else {
-		err = h.passthrough(w, r, next)
-	}
-	if err != nil && h.writeRefusal(w, r, err) {
-		return nil
-	}
-	return err
+	return h.endpoint.ServeHTTP(w, r, next)
 }
 
 // Interface guards

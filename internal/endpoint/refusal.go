@@ -1,8 +1,9 @@
-package realtime
+package endpoint
 
 import (
 	"errors"
 	"fmt"
+	"github.com/caddy-realtime/realtime/internal/metrics"
 	"net/http"
 
 	"go.uber.org/zap"
@@ -26,13 +27,13 @@ func refused(status int, metric, format string, args ...any) error {
 
 // writeRefusal answers a refusal: status, a one-line text reason, and
 // Retry-After for 503s. It reports false if err is not a refusal.
-func (h *Handler) writeRefusal(w http.ResponseWriter, r *http.Request, err error) bool {
+func (h *Endpoint) writeRefusal(w http.ResponseWriter, r *http.Request, err error) bool {
 	var rf *refusal
 	if !errors.As(err, &rf) {
 		return false
 	}
 	if rf.metric != "" {
-		refuse(rf.metric)
+		metrics.Refuse(rf.metric)
 	}
 	h.logger.Info("request refused",
 		zap.Int("status", rf.status),

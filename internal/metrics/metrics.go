@@ -1,4 +1,7 @@
-package realtime
+// Package metrics keeps the module's Prometheus collectors, registered
+// into the registry of Caddy's admin endpoint (realtime_* metrics; the
+// names are part of the contract).
+package metrics
 
 import (
 	"errors"
@@ -16,7 +19,7 @@ import (
 // metrics are process-wide collectors, registered into the registry of
 // each config that uses the module (registering again is harmless), so
 // counts survive a reload.
-var metrics = struct {
+var m = struct {
 	once sync.Once
 
 	connections      *prometheus.GaugeVec
@@ -39,14 +42,13 @@ var metrics = struct {
 	receivedBySource [4]prometheus.Counter
 }{}
 
-// initMetrics creates the collectors once per process and registers
-// them into reg.
-func initMetrics(reg *prometheus.Registry) error {
-	metrics.once.Do(newMetrics)
+// Init creates the collectors once per process and registers them into
+// reg (again: harmless, so counts survive a reload).
+func Init(reg *prometheus.Registry) error {
+	m.once.Do(newMetrics)
 	if reg == nil {
 		return nil
 	}
-	m := &metrics
 	for _, c := range []prometheus.Collector{
 		m.connections, m.received, m.deliveries, m.deliverySeconds,
 		m.slowDisconnects, m.resets, m.refusals, m.redisUp,
@@ -65,7 +67,6 @@ func initMetrics(reg *prometheus.Registry) error {
 // newMetrics creates the collectors, and the children of the labelled
 // ones the hot paths use, so that those never look a label up.
 func newMetrics() {
-	m := &metrics
 	m.connections = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: metricsNamespace, Name: "connections",
 		Help: "Open hub subscriptions on this node, by transport.",
@@ -120,44 +121,44 @@ func gauge(name, help string) prometheus.Gauge {
 	return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: name, Help: help})
 }
 
-// observer feeds the hub's and transports' events into the metrics.
-type observer struct{}
+// Observer feeds the hub's events into the metrics.
+type Observer struct{}
 
-func (observer) MessageReceived(src broker.Source) {
-	if int(src) < len(metrics.receivedBySource) {
-		metrics.receivedBySource[src].Inc()
+func (Observer) MessageReceived(src broker.Source) {
+	if int(src) < len(m.receivedBySource) {
+		m.receivedBySource[src].Inc()
 	}
 }
 
-func (observer) SlowConsumer() { metrics.slowDisconnects.Inc() }
+func (Observer) SlowConsumer() { m.slowDisconnects.Inc() }
 
-func (observer) Reset(reason string) { metrics.resets.WithLabelValues(reason).Inc() }
+func (Observer) Reset(reason string) { m.resets.WithLabelValues(reason).Inc() }
 
-func (observer) Resumed(from string) {
+func (Observer) Resumed(from string) {
 	if from == "redis" {
-		metrics.resumeRedis.Inc()
+		m.resumeRedis.Inc()
 	} else {
-		metrics.resumeCache.Inc()
+		m.resumeCache.Inc()
 	}
 }
 
-func (observer) Delivered(transport string, e *hub.Envelope, n int) {
+func (Observer) Delivered(transport string, e *hub.Envelope, n int) {
 	switch transport {
 	case "sse":
-		metrics.deliveredSSE.Add(float64(n))
+		m.deliveredSSE.Add(float64(n))
 	case "ws":
-		metrics.deliveredWS.Add(float64(n))
+		m.deliveredWS.Add(float64(n))
 	default:
-		metrics.deliveredPoll.Add(float64(n))
+		m.deliveredPoll.Add(float64(n))
 	}
 	if !e.Msg.Received.IsZero() {
-		metrics.deliverySeconds.observe(time.Since(e.Msg.Received).Seconds(), uint64(n))
+		m.deliverySeconds.observe(time.Since(e.Msg.Received).Seconds(), uint64(n))
 	}
 }
 
 // batchHistogram is a Prometheus histogram that takes n observations of
 // one value at once: the hub's fan-out reports its writes in batches
-// (see hub.Tally), and client_golang's histograms take one at a time.
+// (see the hub's tally), and client_golang's histograms take one at a time.
 type batchHistogram struct {
 	desc    *prometheus.Desc
 	bounds  []float64       // upper bounds, ascending
@@ -197,19 +198,33 @@ func (h *batchHistogram) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstHistogram(h.desc, count, math.Float64frombits(h.sumBits.Load()), buckets)
 }
 
-// connGauge is the open connections gauge of transport.
-func connGauge(transport string) prometheus.Gauge {
+// Connections is the open connections gauge of transport.
+func Connections(transport string) prometheus.Gauge {
 	switch transport {
 	case "sse":
-		return metrics.connSSE
+		return m.connSSE
 	case "ws":
-		return metrics.connWS
+		return m.connWS
 	}
-	return metrics.connPoll
+	return m.connPoll
 }
 
-func refuse(reason string) { metrics.refusals.WithLabelValues(reason).Inc() }
+// Refuse counts a refused request under reason.
+func Refuse(reason string) { m.refusals.WithLabelValues(reason).Inc() }
 
 var (
-	_ hub.Observer = observer{}
+	_ hub.Observer = Observer{}
 )
+
+// RedisUp sets realtime_redis_up, and counts a reconnection when Redis
+// comes back after being down.
+func RedisUp(up, reconnected bool) {
+	if up {
+		m.redisUp.Set(1)
+		if reconnected {
+			m.redisReconnects.Inc()
+		}
+		return
+	}
+	m.redisUp.Set(0)
+}

@@ -1,4 +1,4 @@
-package realtime
+package endpoint
 
 import (
 	"crypto/subtle"
@@ -23,13 +23,13 @@ func badRequest(format string, args ...any) error {
 }
 
 // channelsOf returns the validated `channel` query parameters of r.
-func (h *Handler) channelsOf(r *http.Request) ([]string, error) {
+func (h *Endpoint) channelsOf(r *http.Request) ([]string, error) {
 	chans := r.URL.Query()["channel"]
 	if len(chans) == 0 {
 		return nil, badRequest("missing channel: add ?channel=<name>")
 	}
-	if len(chans) > h.Limits.Channels {
-		return nil, refused(http.StatusBadRequest, "limit", "too many channels: %d, the limit is %d", len(chans), h.Limits.Channels)
+	if len(chans) > h.limits.Channels {
+		return nil, refused(http.StatusBadRequest, "limit", "too many channels: %d, the limit is %d", len(chans), h.limits.Channels)
 	}
 	seen := make(map[string]bool, len(chans))
 	out := chans[:0:0]
@@ -55,7 +55,7 @@ func truncate(s string, n int) string {
 func isGet(r *http.Request) bool { return r.Method == http.MethodGet || r.Method == http.MethodHead }
 
 // serveHub answers every request the hub's route matches.
-func (h *Handler) serveHub(w http.ResponseWriter, r *http.Request) error {
+func (h *Endpoint) serveHub(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case isGet(r) && strings.HasSuffix(r.URL.Path, "/realtime.js"):
 		client.Serve(w, r, false)
@@ -71,7 +71,7 @@ func (h *Handler) serveHub(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
-	if h.tickets != nil && h.tickets.issuePath != "" && r.URL.Path == h.tickets.issuePath {
+	if h.tickets != nil && h.tickets.IssuePath != "" && r.URL.Path == h.tickets.IssuePath {
 		return h.serveIssue(w, r)
 	}
 	switch r.Method {
@@ -91,7 +91,7 @@ func (h *Handler) serveHub(w http.ResponseWriter, r *http.Request) error {
 	return refused(http.StatusMethodNotAllowed, "bad_request", "method %s not allowed: GET subscribes, POST publishes", r.Method)
 }
 
-func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) error {
+func (h *Endpoint) servePublish(w http.ResponseWriter, r *http.Request) error {
 	channel := r.URL.Query().Get("channel")
 	if !replay.ValidChannel(channel) {
 		return badRequest("invalid or missing channel %q: publish to ?channel=<name>", truncate(channel, 64))
@@ -103,14 +103,14 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) error {
 	if err := h.authorizePublish(r, channel); err != nil {
 		return err
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, h.Limits.MessageSize+1))
+	body, err := io.ReadAll(io.LimitReader(r.Body, h.limits.MessageSize+1))
 	if err != nil {
 		return badRequest("reading body: %v", err)
 	}
-	if int64(len(body)) > h.Limits.MessageSize {
-		return refused(http.StatusRequestEntityTooLarge, "limit", "message exceeds message_size (%d bytes)", h.Limits.MessageSize)
+	if int64(len(body)) > h.limits.MessageSize {
+		return refused(http.StatusRequestEntityTooLarge, "limit", "message exceeds message_size (%d bytes)", h.limits.MessageSize)
 	}
-	id, err := h.state.hub.Publish(r.Context(), channel, event, body, broker.SourceHTTP)
+	id, err := h.hub.Publish(r.Context(), channel, event, body, broker.SourceHTTP)
 	if err != nil {
 		if errors.Is(err, broker.ErrUnavailable) {
 			return refused(http.StatusServiceUnavailable, "", "publishing failed: %v", err)
@@ -124,10 +124,10 @@ func (h *Handler) servePublish(w http.ResponseWriter, r *http.Request) error {
 
 // authorizePublish lets a request publish with the publish key (or, once
 // tickets are on, a ticket with publish rights on channel).
-func (h *Handler) authorizePublish(r *http.Request, channel string) error {
+func (h *Endpoint) authorizePublish(r *http.Request, channel string) error {
 	auth := r.Header.Get("Authorization")
 	token, isBearer := strings.CutPrefix(auth, "Bearer ")
-	if h.PublishKey != "" && isBearer && constantTimeEqual(token, h.PublishKey) {
+	if h.publishKey != "" && isBearer && constantTimeEqual(token, h.publishKey) {
 		return nil
 	}
 	if h.tickets != nil {
@@ -142,12 +142,12 @@ func (h *Handler) authorizePublish(r *http.Request, channel string) error {
 			return nil
 		}
 	}
-	if h.PublishKey == "" && h.tickets == nil {
+	if h.publishKey == "" && h.tickets == nil {
 		return refused(http.StatusForbidden, "ticket", "publishing over HTTP is off: set publish_key or ticket")
 	}
 	if auth == "" {
 		switch {
-		case h.PublishKey == "":
+		case h.publishKey == "":
 			return refused(http.StatusUnauthorized, "ticket", "missing ticket: pass ?ticket=<ticket> or Authorization: Bearer <ticket> with publish rights")
 		case h.tickets != nil:
 			return refused(http.StatusUnauthorized, "ticket", "missing credentials: send Authorization: Bearer <publish_key> or a ticket with publish rights")

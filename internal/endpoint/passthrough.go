@@ -1,4 +1,4 @@
-package realtime
+package endpoint
 
 import (
 	"context"
@@ -32,7 +32,7 @@ func liftDeadlines(w http.ResponseWriter, r *http.Request) {
 // streamContext is r's context, also cancelled when this handler is
 // cleaned up (a config reload or stop), so that open streams end at once
 // and the old server's shutdown does not wait for them.
-func (h *Handler) streamContext(r *http.Request) (context.Context, context.CancelFunc) {
+func (h *Endpoint) streamContext(r *http.Request) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(r.Context())
 	stop := context.AfterFunc(h.ctx, cancel)
 	return ctx, func() { stop(); cancel() }
@@ -41,7 +41,7 @@ func (h *Handler) streamContext(r *http.Request) (context.Context, context.Cance
 // passthrough serves a request the hub does not answer: the next handler
 // answers, with event streams unbuffered and kept alive, and WebSocket
 // upgrades only after the Origin (and ticket) checks.
-func (h *Handler) passthrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Endpoint) passthrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if ws.IsUpgrade(r) || wantsSSE(r) {
 		if err := h.origins.Check(r); err != nil {
 			return fromAuthError(err)

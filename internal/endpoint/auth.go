@@ -1,4 +1,4 @@
-package realtime
+package endpoint
 
 import (
 	"context"
@@ -14,56 +14,12 @@ import (
 	"github.com/caddy-realtime/realtime/auth"
 	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/internal/hub"
+	"github.com/caddy-realtime/realtime/internal/metrics"
 	"github.com/caddy-realtime/realtime/replay"
 	"github.com/caddy-realtime/realtime/ws"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/redis/go-redis/v9"
 )
-
-// ticketAuth is the ticket configuration at work: stored and signed
-// tickets, and the app that approves ticket requests.
-type ticketAuth struct {
-	tickets    *auth.Tickets
-	authorizer *auth.Authorizer // nil without `authorize`
-	issuePath  string
-}
-
-func (h *Handler) provisionTickets() error {
-	t := h.Ticket
-	if t == nil {
-		return nil
-	}
-	var rdb redis.UniversalClient
-	if h.state != nil {
-		if rb, ok := h.state.broker.(*broker.Redis); ok {
-			rdb = rb.Client()
-		}
-	}
-	var secret []byte
-	if t.Secret != "" {
-		secret = []byte(t.Secret)
-	}
-	tickets, err := auth.NewTickets(auth.TicketOptions{
-		Redis:  rdb,
-		Prefix: h.Prefix,
-		Secret: secret,
-		TTL:    time.Duration(t.TTL),
-		Logger: h.logger,
-	})
-	if err != nil {
-		return fmt.Errorf("ticket: %w", err)
-	}
-	ta := &ticketAuth{tickets: tickets, issuePath: t.Issue}
-	if t.Authorize != "" {
-		ta.authorizer, err = auth.NewAuthorizer(t.Authorize, time.Duration(t.AuthorizeTimeout), nil, h.logger)
-		if err != nil {
-			return fmt.Errorf("ticket authorize: %w", err)
-		}
-	}
-	h.tickets = ta
-	return nil
-}
 
 // fromAuthError turns an auth refusal into the handler's refusal; other
 // errors pass through.
@@ -80,7 +36,7 @@ func fromAuthError(err error) error {
 // where only the ticket's validity is checked). With tickets off it
 // approves and returns nil claims. The ticket's subject is set as the
 // placeholder {http.realtime.sub}.
-func (h *Handler) authorizeSubscribe(r *http.Request, channels []string) (*auth.Claims, error) {
+func (h *Endpoint) authorizeSubscribe(r *http.Request, channels []string) (*auth.Claims, error) {
 	if h.tickets == nil {
 		return nil, nil
 	}
@@ -89,10 +45,10 @@ func (h *Handler) authorizeSubscribe(r *http.Request, channels []string) (*auth.
 		return nil, err
 	}
 	if claims == nil {
-		if h.tickets.authorizer == nil {
+		if h.tickets.Authorizer == nil {
 			return nil, refused(http.StatusUnauthorized, "ticket", "missing ticket: pass ?ticket=<ticket> or Authorization: Bearer <ticket>")
 		}
-		claims, err = h.tickets.authorizer.Authorize(r.Context(), r, channels)
+		claims, err = h.tickets.Authorizer.Authorize(r.Context(), r, channels)
 		if err != nil {
 			return nil, fromAuthError(err)
 		}
@@ -114,12 +70,12 @@ func setSubject(r *http.Request, claims *auth.Claims) {
 
 // verifyTicket returns the claims of the ticket r presents, nil if it
 // presents none.
-func (h *Handler) verifyTicket(r *http.Request) (*auth.Claims, error) {
+func (h *Endpoint) verifyTicket(r *http.Request) (*auth.Claims, error) {
 	token := auth.TokenFromRequest(r)
 	if token == "" {
 		return nil, nil
 	}
-	claims, err := h.tickets.tickets.Verify(r.Context(), token)
+	claims, err := h.tickets.Tickets.Verify(r.Context(), token)
 	if err != nil {
 		return nil, fromAuthError(err)
 	}
@@ -128,7 +84,7 @@ func (h *Handler) verifyTicket(r *http.Request) (*auth.Claims, error) {
 
 // wsPublisher returns what handles a hub WebSocket's publish frames: nil
 // (refused) unless the connection's ticket has publish rights.
-func (h *Handler) wsPublisher(claims *auth.Claims) ws.PublishFunc {
+func (h *Endpoint) wsPublisher(claims *auth.Claims) ws.PublishFunc {
 	if claims == nil || len(claims.Publish) == 0 {
 		return nil
 	}
@@ -139,17 +95,17 @@ func (h *Handler) wsPublisher(claims *auth.Claims) ws.PublishFunc {
 		case strings.HasPrefix(event, hub.ReservedPrefix):
 			return "", errors.New(`event names starting with "realtime." are reserved`)
 		case !claims.CanPublish(channel):
-			refuse("scope")
+			metrics.Refuse("scope")
 			return "", fmt.Errorf("ticket does not allow publishing to %q", channel)
 		}
-		return h.state.hub.Publish(ctx, channel, event, data, broker.SourceWS)
+		return h.hub.Publish(ctx, channel, event, data, broker.SourceWS)
 	}
 }
 
 // serveIssue answers the built-in ticket endpoint: the app approves (or
 // refuses) the caller by its cookie or login, and an approved caller gets
 // a fresh ticket with the app's claims.
-func (h *Handler) serveIssue(w http.ResponseWriter, r *http.Request) error {
+func (h *Endpoint) serveIssue(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		return refused(http.StatusMethodNotAllowed, "bad_request", "the ticket endpoint takes POST")
@@ -174,11 +130,11 @@ func (h *Handler) serveIssue(w http.ResponseWriter, r *http.Request) error {
 			return badRequest("invalid channel name %q", truncate(c, 64))
 		}
 	}
-	claims, err := h.tickets.authorizer.AuthorizeIssue(r.Context(), r, req.Channels)
+	claims, err := h.tickets.Authorizer.AuthorizeIssue(r.Context(), r, req.Channels)
 	if err != nil {
 		return fromAuthError(err)
 	}
-	token, ttl, err := h.tickets.tickets.Issue(r.Context(), claims)
+	token, ttl, err := h.tickets.Tickets.Issue(r.Context(), claims)
 	if err != nil {
 		if e := fromAuthError(err); e != err {
 			return e

@@ -1,4 +1,4 @@
-package realtime
+package endpoint
 
 import (
 	"net"
@@ -15,8 +15,8 @@ type admission struct {
 }
 
 // admit reserves a subscription slot, or answers 503 with Retry-After.
-func (h *Handler) admit(r *http.Request) (release func(), err error) {
-	lim := h.Limits
+func (h *Endpoint) admit(r *http.Request) (release func(), err error) {
+	lim := h.limits
 	if lim.Connections == 0 && lim.PerIP == 0 {
 		return func() {}, nil
 	}

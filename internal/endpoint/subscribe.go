@@ -1,4 +1,4 @@
-package realtime
+package endpoint
 
 import (
 	"context"
@@ -8,11 +8,11 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/caddy-realtime/realtime/auth"
 	"github.com/caddy-realtime/realtime/fallback"
 	"github.com/caddy-realtime/realtime/internal/hub"
+	"github.com/caddy-realtime/realtime/internal/metrics"
 	"github.com/caddy-realtime/realtime/sse"
 	"github.com/caddy-realtime/realtime/ws"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -22,7 +22,7 @@ import (
 
 // serveSubscribe serves one subscription over the transport the request
 // asks for: checks, then a lease on a hub session, then the transport.
-func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
+func (h *Endpoint) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 	channels, err := h.channelsOf(r)
 	if err != nil {
 		return err
@@ -49,7 +49,7 @@ func (h *Handler) serveSubscribe(w http.ResponseWriter, r *http.Request) error {
 		err = h.serveSSE(w, r, l)
 	default:
 		err = fallback.Serve(r.Context(), w, l.session, fallback.Options{
-			Timeout:  time.Duration(h.LongpollTimeout),
+			Timeout:  h.longpollTimeout,
 			Shutdown: h.ctx,
 		})
 	}
@@ -83,14 +83,14 @@ func cursorOf(r *http.Request, transport string) string {
 // the request, taking its lease along.
 var errDetached = errors.New("detached")
 
-func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, l *lease) error {
+func (h *Endpoint) serveSSE(w http.ResponseWriter, r *http.Request, l *lease) error {
 	opts := sse.StreamOptions{
 		Heartbeat:      h.heartbeat,
 		Retry:          retryHint,
 		JSON:           r.URL.Query().Get("format") == "json",
 		Shutdown:       h.ctx,
 		ShutdownJitter: shutdownJitter,
-		DirectWrites:   !h.DisableDirectWrites,
+		DirectWrites:   h.directWrites,
 	}
 	if r.ProtoMajor == 1 && r.ProtoMinor >= 1 && r.Method == http.MethodGet {
 		// over HTTP/1.1 the stream leaves the request goroutine (see
@@ -99,7 +99,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, l *lease) err
 			opts.WriteTimeout = iw.Deadline.Timeout
 		}
 		// the handler's Cleanup waits for them to send their retry hint
-		opts.Detach = l.detach(h.streams)
+		opts.Detach = l.detach(&h.streams)
 	}
 	err := sse.ServeStream(r.Context(), w, l.session, opts)
 	if errors.Is(err, sse.ErrDetached) {
@@ -108,27 +108,27 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, l *lease) err
 	return err
 }
 
-func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, l *lease, claims *auth.Claims) error {
-	st := h.state
+func (h *Endpoint) serveWebSocket(w http.ResponseWriter, r *http.Request, l *lease, claims *auth.Claims) error {
+	st := h.conns
 	// the hub owns hub WebSocket connections: they stay open across a
 	// reload that keeps the hub's configuration, and end when the hub
 	// closes (with 1001), so they do not follow the handler's shutdown
 	err := ws.Serve(context.Background(), w, r, l.session, ws.Options{
 		Heartbeat:   h.heartbeat,
-		MessageSize: h.Limits.MessageSize,
+		MessageSize: h.limits.MessageSize,
 		FrameRate:   wsFrameRate,
 		FrameBurst:  wsFrameBurst,
-		OnLimit:     func() { refuse("limit") },
+		OnLimit:     func() { metrics.Refuse("limit") },
 		Publish:     h.wsPublisher(claims),
 		Logger:      h.logger,
 		OnUpgrade: func(c io.Closer) {
-			st.trackConn(c)
-			l.onEnd = func() { st.untrackConn(c) }
+			st.TrackConn(c)
+			l.onEnd = func() { st.UntrackConn(c) }
 		},
 		// a hijacked connection leaves the request goroutine (see
 		// ws.Options.Detach): far less memory per idle connection
 		Detach:       l.detach(nil),
-		DirectWrites: !h.DisableDirectWrites,
+		DirectWrites: h.directWrites,
 	})
 	if errors.Is(err, ws.ErrDetached) {
 		return errDetached
@@ -151,13 +151,13 @@ type lease struct {
 }
 
 // lease admits a subscription and opens its hub session.
-func (h *Handler) lease(r *http.Request, channels []string, transport string, from hub.From) (*lease, error) {
+func (h *Endpoint) lease(r *http.Request, channels []string, transport string, from hub.From) (*lease, error) {
 	release, err := h.admit(r)
 	if err != nil {
 		return nil, err
 	}
 	ctx := r.Context()
-	ss, err := h.state.hub.Subscribe(ctx, channels, transport, from)
+	ss, err := h.hub.Subscribe(ctx, channels, transport, from)
 	if err != nil {
 		release()
 		if ctx.Err() != nil {
@@ -165,7 +165,7 @@ func (h *Handler) lease(r *http.Request, channels []string, transport string, fr
 		}
 		return nil, refused(http.StatusServiceUnavailable, "", "subscribing failed: %v", err)
 	}
-	g := connGauge(transport)
+	g := metrics.Connections(transport)
 	g.Inc()
 	return &lease{transport: transport, session: ss, release: release, gauge: g, logger: h.logger}, nil
 }

@@ -1,4 +1,4 @@
-package realtime
+package endpoint
 
 import (
 	"net/http/httptest"

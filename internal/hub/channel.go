@@ -1,0 +1,187 @@
+package hub
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddy-realtime/realtime/internal/broker"
+)
+
+// The channel registry: which channels this node has subscribed at the
+// broker, who subscribes each, and how long one stays after its last
+// subscriber left (Options.Linger).
+
+type shard struct {
+	mu       sync.RWMutex
+	channels map[string]*channel
+}
+
+type channel struct {
+	name  string
+	ready chan struct{} // closed once the broker confirmed the subscription
+	err   error         // the broker's answer; valid after ready is closed
+
+	subs   atomic.Pointer[[]member] // copy-on-write
+	lastID atomic.Pointer[string]   // id of the newest message seen
+	// start is the position the broker subscription started from (set
+	// before ready is closed); first is the first message since.
+	start string
+	first atomic.Pointer[broker.Message]
+
+	// guarded by the shard's mu
+	refs   int
+	linger *time.Timer
+	subMu  sync.Mutex // serialises writers of subs
+}
+
+// LastID returns the id of the newest message this node has seen on
+// channel, or "" if none since the channel became active.
+func (h *Hub) LastID(name string) string {
+	sh := h.shard(name)
+	sh.mu.RLock()
+	c := sh.channels[name]
+	sh.mu.RUnlock()
+	if c == nil {
+		return ""
+	}
+	if p := c.lastID.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Start returns the position channel's subscription on this node started
+// from (what LastID said before the first message), and the first
+// message received since, or nil. A client at that position has missed
+// exactly the first message and every one after it.
+func (h *Hub) Start(name string) (string, *broker.Message) {
+	sh := h.shard(name)
+	sh.mu.RLock()
+	c := sh.channels[name]
+	sh.mu.RUnlock()
+	if c == nil {
+		return "", nil
+	}
+	select {
+	case <-c.ready:
+	default:
+		return "", nil
+	}
+	return c.start, c.first.Load()
+}
+
+func (h *Hub) acquire(ctx context.Context, name string, s *subscriber) error {
+	sh := h.shard(name)
+	sh.mu.Lock()
+	c := sh.channels[name]
+	creator := c == nil
+	if creator {
+		c = &channel{name: name, ready: make(chan struct{})}
+		sh.channels[name] = c
+	}
+	c.refs++
+	if c.linger != nil {
+		c.linger.Stop()
+		c.linger = nil
+	}
+	c.addSub(s)
+	sh.mu.Unlock()
+
+	if creator {
+		last, err := h.broker.Subscribe(ctx, name)
+		if err == nil && last != "" {
+			c.lastID.CompareAndSwap(nil, &last)
+		}
+		c.start = last
+		c.err = err
+		close(c.ready)
+		if err != nil {
+			h.release(name, s)
+		}
+		return err
+	}
+	select {
+	case <-c.ready:
+	case <-ctx.Done():
+		h.release(name, s)
+		return ctx.Err()
+	}
+	if c.err != nil {
+		h.release(name, s)
+		return c.err
+	}
+	return nil
+}
+
+func (h *Hub) release(name string, s *subscriber) {
+	sh := h.shard(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	c := sh.channels[name]
+	if c == nil || !c.removeSub(s) {
+		return
+	}
+	c.refs--
+	if c.refs > 0 {
+		return
+	}
+	failed := false
+	select {
+	case <-c.ready:
+		failed = c.err != nil
+	default:
+	}
+	if failed || h.opts.Linger <= 0 {
+		delete(sh.channels, name)
+		if !failed {
+			h.broker.Unsubscribe(name)
+		}
+		return
+	}
+	c.linger = time.AfterFunc(h.opts.Linger, func() { h.expire(name, c) })
+}
+
+// expire unsubscribes a channel whose linger time ran out unused.
+func (h *Hub) expire(name string, c *channel) {
+	sh := h.shard(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.channels[name] != c || c.refs > 0 {
+		return
+	}
+	delete(sh.channels, name)
+	h.broker.Unsubscribe(name)
+}
+
+func (c *channel) addSub(s *subscriber) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	var next []member
+	if old := c.subs.Load(); old != nil {
+		next = make([]member, len(*old), len(*old)+1)
+		copy(next, *old)
+	}
+	next = append(next, member{s: s, lane: s.lane})
+	c.subs.Store(&next)
+}
+
+func (c *channel) removeSub(s *subscriber) bool {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	old := c.subs.Load()
+	if old == nil {
+		return false
+	}
+	for i, x := range *old {
+		if x.s == s {
+			next := make([]member, 0, len(*old)-1)
+			next = append(next, (*old)[:i]...)
+			next = append(next, (*old)[i+1:]...)
+			c.subs.Store(&next)
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,126 @@
+// Package node holds what one Caddy node keeps across config reloads: the
+// hub, its broker (Redis or embedded) and replay cache, and the hub
+// WebSocket connections, which a reload that keeps this configuration
+// leaves open.
+package node
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/caddy-realtime/realtime/internal/broker"
+	"github.com/caddy-realtime/realtime/internal/hub"
+	"github.com/caddy-realtime/realtime/internal/metrics"
+	"github.com/caddy-realtime/realtime/replay"
+	"go.uber.org/zap"
+)
+
+// Config is the part of the module's configuration a node depends on:
+// a reload that changes none of it keeps the node.
+type Config struct {
+	Redis      []string      `json:"redis"`
+	Prefix     string        `json:"prefix"`
+	ReplaySize int           `json:"replay_size"`
+	ReplayTTL  time.Duration `json:"replay_ttl"`
+}
+
+// Node is what outlives a config reload.
+type Node struct {
+	Hub    *hub.Hub
+	Broker broker.Broker
+	cache  *replay.Cache
+	logger *zap.Logger
+
+	connMu    sync.Mutex
+	conns     map[io.Closer]struct{}
+	connsGone chan struct{} // closed when conns empties, if Destruct waits
+}
+
+// New starts a node: its replay cache, hub and broker (connecting to
+// Redis when configured).
+func New(key Config, logger *zap.Logger) (*Node, error) {
+	s := &Node{logger: logger, conns: make(map[io.Closer]struct{})}
+	cache, err := replay.New(replay.Options{Size: key.ReplaySize, TTL: key.ReplayTTL})
+	if err != nil {
+		return nil, fmt.Errorf("replay cache: %w", err)
+	}
+	s.cache = cache
+	s.Hub = hub.New(hub.Options{
+		Linger:   key.ReplayTTL,
+		Replay:   cache,
+		Logger:   logger,
+		Observer: metrics.Observer{},
+	})
+	if len(key.Redis) == 0 {
+		s.Broker = broker.NewMemory(s.Hub)
+		metrics.RedisUp(false, false)
+	} else {
+		wasDown := false // OnHealth calls come in order, one at a time
+		b, err := broker.NewRedis(broker.RedisOptions{
+			URLs:         key.Redis,
+			Prefix:       key.Prefix,
+			StreamMaxLen: int64(key.ReplaySize),
+			StreamTTL:    key.ReplayTTL,
+			OnHealth: func(up bool) {
+				metrics.RedisUp(up, up && wasDown)
+				wasDown = !up
+			},
+		}, s.Hub, logger)
+		if err != nil {
+			cache.Close()
+			return nil, fmt.Errorf("connecting to redis: %w", err)
+		}
+		s.Broker = b
+	}
+	s.Hub.SetBroker(s.Broker)
+	return s, nil
+}
+
+// TrackConn keeps c, to close it if it outlives the state.
+func (s *Node) TrackConn(c io.Closer) {
+	s.connMu.Lock()
+	s.conns[c] = struct{}{}
+	s.connMu.Unlock()
+}
+
+// UntrackConn forgets c.
+func (s *Node) UntrackConn(c io.Closer) {
+	s.connMu.Lock()
+	delete(s.conns, c)
+	if len(s.conns) == 0 && s.connsGone != nil {
+		close(s.connsGone)
+		s.connsGone = nil
+	}
+	s.connMu.Unlock()
+}
+
+// Destruct runs when no loaded config uses the node any more: it closes
+// every subscription and connection, then the broker.
+func (s *Node) Destruct() error {
+	// closing the hub drops every subscriber: each WebSocket's writer
+	// then sends close 1001 and closes its connection; those that cannot
+	// within a second are closed here
+	s.Hub.Close()
+	s.connMu.Lock()
+	gone := make(chan struct{})
+	if len(s.conns) == 0 {
+		close(gone)
+	} else {
+		s.connsGone = gone
+	}
+	s.connMu.Unlock()
+	select {
+	case <-gone:
+	case <-time.After(time.Second):
+	}
+	s.connMu.Lock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.connMu.Unlock()
+	err := s.Broker.Close()
+	s.cache.Close()
+	return err
+}

@@ -2,7 +2,6 @@ package realtime
 
 import (
 	"strconv"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -57,137 +56,115 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
-	return unmarshalBlock(d, "", func(name string) error { return h.unmarshalOption(d, name) })
+	return unmarshalBlock(d, "", subdirectives{
+		"hub": func() error {
+			h.Hub = true
+			return noArgs(d)
+		},
+		"redis":            func() error { return appendArgs(d, &h.Redis) },
+		"prefix":           func() (err error) { h.Prefix, err = oneArg(d); return },
+		"heartbeat":        func() error { return h.unmarshalHeartbeat(d) },
+		"origins":          func() error { return appendArgs(d, &h.Origins) },
+		"publish_key":      func() (err error) { h.PublishKey, err = oneArg(d); return },
+		"longpoll_timeout": func() (err error) { h.LongpollTimeout, err = durationArg(d, "longpoll_timeout"); return },
+		"ticket": func() error {
+			h.Ticket = new(TicketConfig)
+			return unmarshalBlock(d, "ticket", h.Ticket.subdirectives(d))
+		},
+		"replay": func() error {
+			h.Replay = new(ReplayConfig)
+			return unmarshalBlock(d, "replay", h.Replay.subdirectives(d))
+		},
+		"limits": func() error {
+			h.Limits = new(Limits)
+			return unmarshalBlock(d, "limits", h.Limits.subdirectives(d))
+		},
+		"direct_writes": func() error { return h.unmarshalDirectWrites(d) },
+	})
 }
+
+// subdirectives maps the names of a block's subdirectives to what reads
+// each (from the dispenser, at the subdirective's name).
+type subdirectives map[string]func() error
 
 // repeatable are the subdirectives that may be given more than once:
 // their arguments add up.
 var repeatable = map[string]bool{"origins": true, "redis": true}
 
 // unmarshalBlock reads the block of the current directive (what names it
-// in errors; "" for realtime itself), which takes no argument, handing
-// each subdirective to option by name; one that is not repeatable may be
-// given once.
-func unmarshalBlock(d *caddyfile.Dispenser, what string, option func(name string) error) error {
-	if d.NextArg() {
-		return d.ArgErr()
+// in errors; "" for realtime itself), which takes no argument. Each
+// subdirective must be one of subs, given once unless repeatable.
+func unmarshalBlock(d *caddyfile.Dispenser, what string, subs subdirectives) error {
+	if err := noArgs(d); err != nil {
+		return err
+	}
+	if what != "" {
+		what += " "
 	}
 	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
-		if seen[name] && (what != "" || !repeatable[name]) {
-			return d.Errf("%s: given more than once", strings.TrimSpace(what+" "+name))
+		read, ok := subs[name]
+		switch {
+		case !ok:
+			return d.Errf("unrecognized %ssubdirective %q", what, name)
+		case seen[name] && (what != "" || !repeatable[name]):
+			return d.Errf("%s%s: given more than once", what, name)
 		}
 		seen[name] = true
-		if err := option(name); err != nil {
+		if err := read(); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// unmarshalOption reads one subdirective of the realtime block.
-func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, name string) error {
-	var err error
-	switch name {
-	case "hub":
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-		h.Hub = true
-	case "redis":
-		args := d.RemainingArgs()
-		if len(args) == 0 {
-			return d.ArgErr()
-		}
-		h.Redis = append(h.Redis, args...)
-	case "prefix":
-		h.Prefix, err = oneArg(d)
-	case "heartbeat":
-		err = h.unmarshalHeartbeat(d)
-	case "origins":
-		args := d.RemainingArgs()
-		if len(args) == 0 {
-			return d.ArgErr()
-		}
-		h.Origins = append(h.Origins, args...)
-	case "publish_key":
-		h.PublishKey, err = oneArg(d)
-	case "longpoll_timeout":
-		h.LongpollTimeout, err = durationArg(d, name)
-	case "ticket":
-		err = h.unmarshalTicket(d)
-	case "replay":
-		err = h.unmarshalReplay(d)
-	case "limits":
-		err = h.unmarshalLimits(d)
-	case "direct_writes":
-		err = h.unmarshalDirectWrites(d)
-	default:
-		return d.Errf("unrecognized subdirective %q", name)
+// subdirectives of the ticket block.
+func (t *TicketConfig) subdirectives(d *caddyfile.Dispenser) subdirectives {
+	return subdirectives{
+		"secret":            func() (err error) { t.Secret, err = oneArg(d); return },
+		"issue":             func() (err error) { t.Issue, err = oneArg(d); return },
+		"authorize":         func() (err error) { t.Authorize, err = oneArg(d); return },
+		"ttl":               func() (err error) { t.TTL, err = durationArg(d, "ticket ttl"); return },
+		"authorize_timeout": func() (err error) { t.AuthorizeTimeout, err = durationArg(d, "ticket authorize_timeout"); return },
 	}
-	return err
 }
 
-// unmarshalTicket reads the ticket block.
-func (h *Handler) unmarshalTicket(d *caddyfile.Dispenser) error {
-	h.Ticket = new(TicketConfig)
-	return unmarshalBlock(d, "ticket", func(name string) error {
-		var err error
-		switch name {
-		case "secret":
-			h.Ticket.Secret, err = oneArg(d)
-		case "issue":
-			h.Ticket.Issue, err = oneArg(d)
-		case "authorize":
-			h.Ticket.Authorize, err = oneArg(d)
-		case "ttl":
-			h.Ticket.TTL, err = durationArg(d, "ticket ttl")
-		case "authorize_timeout":
-			h.Ticket.AuthorizeTimeout, err = durationArg(d, "ticket authorize_timeout")
-		default:
-			return d.Errf("unrecognized ticket subdirective %q", name)
-		}
-		return err
-	})
+// subdirectives of the replay block.
+func (r *ReplayConfig) subdirectives(d *caddyfile.Dispenser) subdirectives {
+	return subdirectives{
+		"size": func() (err error) { r.Size, err = positiveInt(d, "replay size"); return },
+		"ttl":  func() (err error) { r.TTL, err = durationArg(d, "replay ttl"); return },
+	}
 }
 
-// unmarshalReplay reads the replay block.
-func (h *Handler) unmarshalReplay(d *caddyfile.Dispenser) error {
-	h.Replay = new(ReplayConfig)
-	return unmarshalBlock(d, "replay", func(name string) error {
-		var err error
-		switch name {
-		case "size":
-			h.Replay.Size, err = positiveInt(d, "replay size")
-		case "ttl":
-			h.Replay.TTL, err = durationArg(d, "replay ttl")
-		default:
-			return d.Errf("unrecognized replay subdirective %q", name)
-		}
-		return err
-	})
+// subdirectives of the limits block.
+func (l *Limits) subdirectives(d *caddyfile.Dispenser) subdirectives {
+	return subdirectives{
+		"connections":  func() (err error) { l.Connections, err = positiveInt(d, "limits connections"); return },
+		"per_ip":       func() (err error) { l.PerIP, err = positiveInt(d, "limits per_ip"); return },
+		"channels":     func() (err error) { l.Channels, err = positiveInt(d, "limits channels"); return },
+		"message_size": func() (err error) { l.MessageSize, err = sizeArg(d, "limits message_size"); return },
+	}
 }
 
-// unmarshalLimits reads the limits block.
-func (h *Handler) unmarshalLimits(d *caddyfile.Dispenser) error {
-	h.Limits = new(Limits)
-	return unmarshalBlock(d, "limits", func(name string) error {
-		var err error
-		switch name {
-		case "connections":
-			h.Limits.Connections, err = positiveInt(d, "limits connections")
-		case "per_ip":
-			h.Limits.PerIP, err = positiveInt(d, "limits per_ip")
-		case "channels":
-			h.Limits.Channels, err = positiveInt(d, "limits channels")
-		case "message_size":
-			h.Limits.MessageSize, err = sizeArg(d, "limits message_size")
-		default:
-			return d.Errf("unrecognized limits subdirective %q", name)
-		}
-		return err
-	})
+// noArgs checks the current directive has no (more) arguments.
+func noArgs(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// appendArgs appends the current subdirective's arguments, at least one,
+// to list.
+func appendArgs(d *caddyfile.Dispenser, list *[]string) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	*list = append(*list, args...)
+	return nil
 }
 
 // oneArg returns the single argument of the current subdirective.
@@ -202,31 +179,37 @@ func oneArg(d *caddyfile.Dispenser) (string, error) {
 	return v, nil
 }
 
+// positiveInt returns the single argument of the current subdirective,
+// a positive integer; name is the subdirective in errors.
 func positiveInt(d *caddyfile.Dispenser, name string) (int, error) {
-	v, err := oneArg(d)
-	if err != nil {
-		return 0, err
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 {
-		return 0, d.Errf("invalid %s '%s': want a positive integer", name, v)
-	}
-	return n, nil
+	return parsedArg(d, name, "want a positive integer", func(v string) (int, bool) {
+		n, err := strconv.Atoi(v)
+		return n, err == nil && n > 0
+	})
 }
 
 // sizeArg returns the single argument of the current subdirective, a
-// size from 1 byte to 1GiB such as 64KiB; name is the subdirective in
-// errors.
+// size from 1 byte to 1GiB such as 64KiB.
 func sizeArg(d *caddyfile.Dispenser, name string) (int64, error) {
+	return parsedArg(d, name, "want a size such as 64KiB, at most 1GiB", func(v string) (int64, bool) {
+		n, err := humanize.ParseBytes(v)
+		return int64(n), err == nil && n > 0 && n <= 1<<30
+	})
+}
+
+// parsedArg returns the single argument of the current subdirective as
+// parse reads it; one parse refuses is an error saying what is wanted.
+func parsedArg[T any](d *caddyfile.Dispenser, name, want string, parse func(string) (T, bool)) (T, error) {
+	var zero T
 	v, err := oneArg(d)
 	if err != nil {
-		return 0, err
+		return zero, err
 	}
-	n, err := humanize.ParseBytes(v)
-	if err != nil || n == 0 || n > 1<<30 {
-		return 0, d.Errf("invalid %s '%s': want a size such as 64KiB, at most 1GiB", name, v)
+	x, ok := parse(v)
+	if !ok {
+		return zero, d.Errf("invalid %s '%s': %s", name, v, want)
 	}
-	return int64(n), nil
+	return x, nil
 }
 
 // durationArg returns the single argument of the current subdirective,

@@ -293,14 +293,9 @@ func (sw *swarm) runSSEH2(ctx context.Context, s *sub, ready func(error)) error 
 			return err
 		}
 		now := time.Now().UnixNano()
-		switch {
-		case bytes.HasPrefix(line, []byte("data:")):
-			p := line[5:]
-			if len(p) > 0 && p[0] == ' ' {
-				p = p[1:]
-			}
+		if p, ok := sseData(line); ok {
 			s.record(p, now, &sw.received)
-		case waiting && bytes.HasPrefix(line, []byte("retry:")):
+		} else if waiting && bytes.HasPrefix(line, []byte("retry:")) {
 			waiting = false
 			ready(nil)
 		}
@@ -364,14 +359,9 @@ func (sw *swarm) runSSE(ctx context.Context, s *sub, ready func(error)) error {
 			return err
 		}
 		now := time.Now().UnixNano()
-		switch {
-		case bytes.HasPrefix(line, []byte("data:")):
-			p := line[5:]
-			if len(p) > 0 && p[0] == ' ' {
-				p = p[1:]
-			}
+		if p, ok := sseData(line); ok {
 			s.record(p, now, &sw.received)
-		case waitRetry && bytes.HasPrefix(line, []byte("retry:")):
+		} else if waitRetry && bytes.HasPrefix(line, []byte("retry:")) {
 			waitRetry = false
 			_ = conn.SetDeadline(time.Time{})
 			ready(nil)
@@ -829,3 +819,13 @@ func (sw *swarm) runRound(ctx context.Context, rs roundSpec, drain time.Duration
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// sseData returns the payload of an SSE data line (one space after the
+// colon dropped, as an EventSource does).
+func sseData(line []byte) ([]byte, bool) {
+	p, ok := bytes.CutPrefix(line, []byte("data:"))
+	if ok && len(p) > 0 && p[0] == ' ' {
+		p = p[1:]
+	}
+	return p, ok
+}

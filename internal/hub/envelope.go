@@ -12,8 +12,8 @@ import (
 
 // Reserved event names (the `realtime.` prefix is refused on publish).
 const (
-	// EventReset tells a client it may have missed messages of a channel.
-	EventReset = "realtime.reset"
+	// eventReset tells a client it may have missed messages of a channel.
+	eventReset = "realtime.reset"
 	// ReservedPrefix starts every event name the module keeps for itself.
 	ReservedPrefix = "realtime."
 )

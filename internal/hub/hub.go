@@ -302,7 +302,7 @@ func resetMessage(channel, id, reason string) *broker.Message {
 		Channel string `json:"channel"`
 		Reason  string `json:"reason"`
 	}{channel, reason})
-	return &broker.Message{Channel: channel, ID: id, Event: EventReset, Data: data, Received: time.Now()}
+	return &broker.Message{Channel: channel, ID: id, Event: eventReset, Data: data, Received: time.Now()}
 }
 
 // Publish publishes a message through the broker and returns its id.

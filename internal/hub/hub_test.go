@@ -191,8 +191,8 @@ func TestGapSendsReset(t *testing.T) {
 	h.Gap("x", "gap", "")
 	var buf []*Envelope
 	e := next(t, s, &buf)
-	if e.Msg.Event != EventReset {
-		t.Fatalf("event %q, want %q", e.Msg.Event, EventReset)
+	if e.Msg.Event != eventReset {
+		t.Fatalf("event %q, want %q", e.Msg.Event, eventReset)
 	}
 	var data struct{ Channel, Reason string }
 	if err := json.Unmarshal(e.Msg.Data, &data); err != nil || data.Channel != "x" || data.Reason != "gap" {

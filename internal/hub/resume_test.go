@@ -93,7 +93,7 @@ func TestUnplaceableCursorResetsEveryChannel(t *testing.T) {
 	}
 	for i, e := range replayed {
 		var data struct{ Channel, Reason string }
-		if err := json.Unmarshal(e.Msg.Data, &data); err != nil || e.Msg.Event != EventReset ||
+		if err := json.Unmarshal(e.Msg.Data, &data); err != nil || e.Msg.Event != eventReset ||
 			e.Msg.Channel != channels[i] || data.Channel != channels[i] || data.Reason != "unknown-id" {
 			t.Fatalf("replayed %s %q %s, want the reset of %s for unknown-id", e.Msg.Channel, e.Msg.Event, e.Msg.Data, channels[i])
 		}

@@ -317,6 +317,31 @@ func (c *Cache) drop(l *chanLog, rejected bool) {
 		return
 	}
 	delete(sh.logs, l.ch)
+	c.bury(sh, l.ch, reason)
+}
+
+// Forget drops channel's log because the node stopped receiving the
+// channel's messages: for the next ttl, a client resuming on it is
+// answered ErrExpired, not given a history with a hole in it.
+func (c *Cache) Forget(channel string) {
+	sh := c.shard(channel)
+	sh.mu.Lock()
+	if l := sh.logs[channel]; l != nil {
+		l.mu.Lock()
+		l.dead, l.deadErr = true, ErrExpired
+		l.buf, l.epochs, l.head, l.n = nil, nil, 0, 0
+		l.mu.Unlock()
+		delete(sh.logs, channel)
+	}
+	c.bury(sh, channel, ErrExpired)
+	sh.mu.Unlock()
+	c.rc.Del(channel)
+}
+
+// bury remembers channel as lost for reason, for ttl, keeping the
+// tombstones of the shard bounded. The shard's mu is held.
+func (c *Cache) bury(sh *shard, channel string, reason error) {
+	now := c.now()
 	if len(sh.tombs) >= maxTombs/numShards {
 		for ch, t := range sh.tombs {
 			if now-t.at >= c.ttl || len(sh.tombs) >= maxTombs/numShards*3/4 {
@@ -324,7 +349,7 @@ func (c *Cache) drop(l *chanLog, rejected bool) {
 			}
 		}
 	}
-	sh.tombs[l.ch] = tomb{at: now, err: reason}
+	sh.tombs[channel] = tomb{at: now, err: reason}
 }
 
 // lookup returns channel's log, or the error to answer without one.

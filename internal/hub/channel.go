@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"container/list"
 	"context"
 	"sync"
 	"sync/atomic"
@@ -11,7 +12,16 @@ import (
 
 // The channel registry: which channels this node has subscribed at the
 // broker, who subscribes each, and how long one stays after its last
-// subscriber left (Options.Linger).
+// subscriber left (Options.Linger), for a client that comes back to find
+// what it missed.
+//
+// Channels without a subscriber are also bounded in number
+// (Options.IdleChannels): a client that subscribes to ever-new names
+// would otherwise keep each one subscribed at the broker for the whole
+// linger time. Past the bound, the channel idle the longest goes first,
+// and its replay is forgotten, so that a client resuming on it is told
+// (the reset signal) rather than given a history with a hole in it. Every
+// step is O(1): nothing scans the channels.
 
 type shard struct {
 	mu       sync.RWMutex
@@ -34,6 +44,47 @@ type channel struct {
 	refs   int
 	linger *time.Timer
 	subMu  sync.Mutex // serialises writers of subs
+
+	idle *list.Element // in Hub.idle while lingering; guarded by Hub.idleMu
+}
+
+// idleChannels is the hub's list of channels without a subscriber, the
+// longest idle first. Lock order: a shard's mu, then idleMu.
+type idleChannels struct {
+	idleMu sync.Mutex
+	idle   list.List // of *channel
+}
+
+// markIdle puts c at the end of the idle list and returns the channel to
+// drop when that makes too many, or nil. The caller holds c's shard lock.
+func (h *Hub) markIdle(c *channel) (evict *channel) {
+	h.idleMu.Lock()
+	defer h.idleMu.Unlock()
+	c.idle = h.idle.PushBack(c)
+	if max := h.opts.IdleChannels; max > 0 && h.idle.Len() > max {
+		oldest := h.idle.Front()
+		evict = oldest.Value.(*channel)
+		h.idle.Remove(oldest)
+		evict.idle = nil
+	}
+	return evict
+}
+
+// unmarkIdle takes c off the idle list. The caller holds c's shard lock.
+func (h *Hub) unmarkIdle(c *channel) {
+	h.idleMu.Lock()
+	if c.idle != nil {
+		h.idle.Remove(c.idle)
+		c.idle = nil
+	}
+	h.idleMu.Unlock()
+}
+
+// IdleChannels reports how many channels are kept without a subscriber.
+func (h *Hub) IdleChannels() int {
+	h.idleMu.Lock()
+	defer h.idleMu.Unlock()
+	return h.idle.Len()
 }
 
 // LastID returns the id of the newest message this node has seen on
@@ -85,6 +136,7 @@ func (h *Hub) acquire(ctx context.Context, name string, s *subscriber) error {
 	if c.linger != nil {
 		c.linger.Stop()
 		c.linger = nil
+		h.unmarkIdle(c)
 	}
 	c.addSub(s)
 	sh.mu.Unlock()
@@ -116,16 +168,26 @@ func (h *Hub) acquire(ctx context.Context, name string, s *subscriber) error {
 }
 
 func (h *Hub) release(name string, s *subscriber) {
+	if evict := h.releaseLocked(name, s); evict != nil {
+		h.drop(evict)
+	}
+}
+
+// releaseLocked removes s from channel name, under the channel's shard
+// lock. It returns the idle channel to drop to make room, if any: that
+// one is in another shard, whose lock is taken after this one's is let
+// go.
+func (h *Hub) releaseLocked(name string, s *subscriber) (evict *channel) {
 	sh := h.shard(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	c := sh.channels[name]
 	if c == nil || !c.removeSub(s) {
-		return
+		return nil
 	}
 	c.refs--
 	if c.refs > 0 {
-		return
+		return nil
 	}
 	failed := false
 	select {
@@ -138,9 +200,32 @@ func (h *Hub) release(name string, s *subscriber) {
 		if !failed {
 			h.broker.Unsubscribe(name)
 		}
-		return
+		return nil
 	}
 	c.linger = time.AfterFunc(h.opts.Linger, func() { h.expire(name, c) })
+	return h.markIdle(c)
+}
+
+// drop unsubscribes the idle channel c to make room for a newer one, and
+// forgets its replay: the node no longer receives its messages, so what
+// it holds of them would have a hole.
+func (h *Hub) drop(c *channel) {
+	sh := h.shard(c.name)
+	sh.mu.Lock()
+	h.idleMu.Lock()
+	again := c.idle != nil // idle again, now the newest
+	h.idleMu.Unlock()
+	if sh.channels[c.name] != c || c.refs > 0 || again {
+		sh.mu.Unlock()
+		return // subscribed again meanwhile
+	}
+	c.linger.Stop()
+	delete(sh.channels, c.name)
+	h.broker.Unsubscribe(c.name)
+	sh.mu.Unlock()
+	if h.opts.Replay != nil {
+		h.opts.Replay.Forget(c.name)
+	}
 }
 
 // expire unsubscribes a channel whose linger time ran out unused.
@@ -151,6 +236,7 @@ func (h *Hub) expire(name string, c *channel) {
 	if sh.channels[name] != c || c.refs > 0 {
 		return
 	}
+	h.unmarkIdle(c)
 	delete(sh.channels, name)
 	h.broker.Unsubscribe(name)
 }

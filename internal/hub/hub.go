@@ -61,6 +61,10 @@ type Options struct {
 	// its last local subscriber left, so that a client that reconnects
 	// finds what it missed (the replay ttl). Zero unsubscribes at once.
 	Linger time.Duration
+	// IdleChannels bounds the channels kept without a subscriber (for
+	// Linger); past it, the one idle the longest is dropped. Zero or
+	// less: no bound.
+	IdleChannels int
 	// Replay, if set, keeps every message the hub receives so that
 	// clients can resume.
 	Replay   *replay.Cache
@@ -82,6 +86,8 @@ type Hub struct {
 	lanes    []chan fanOutJob // at most 16: a lane set fits in a uint64 below
 	lanesWG  sync.WaitGroup
 	nextLane atomic.Uint32
+
+	idleChannels
 
 	closed    chan struct{} // closed by Close
 	closeOnce sync.Once

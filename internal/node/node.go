@@ -24,6 +24,8 @@ type Config struct {
 	Prefix     string        `json:"prefix"`
 	ReplaySize int           `json:"replay_size"`
 	ReplayTTL  time.Duration `json:"replay_ttl"`
+	// IdleChannels bounds the channels kept without a subscriber.
+	IdleChannels int `json:"idle_channels"`
 }
 
 // Node is what outlives a config reload.
@@ -48,10 +50,11 @@ func New(key Config, logger *zap.Logger) (*Node, error) {
 	}
 	s.cache = cache
 	s.Hub = hub.New(hub.Options{
-		Linger:   key.ReplayTTL,
-		Replay:   cache,
-		Logger:   logger,
-		Observer: metrics.Observer{},
+		Linger:       key.ReplayTTL,
+		IdleChannels: key.IdleChannels,
+		Replay:       cache,
+		Logger:       logger,
+		Observer:     metrics.Observer{},
 	})
 	if len(key.Redis) == 0 {
 		s.Broker = broker.NewMemory(s.Hub)

@@ -51,6 +51,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        per_ip <n>
 //	        channels <n>
 //	        message_size <size>
+//	        idle_channels <n>
 //	    }
 //	    direct_writes on|off
 //	}
@@ -141,10 +142,11 @@ func (r *ReplayConfig) subdirectives(d *caddyfile.Dispenser) subdirectives {
 // subdirectives of the limits block.
 func (l *Limits) subdirectives(d *caddyfile.Dispenser) subdirectives {
 	return subdirectives{
-		"connections":  func() (err error) { l.Connections, err = positiveInt(d, "limits connections"); return },
-		"per_ip":       func() (err error) { l.PerIP, err = positiveInt(d, "limits per_ip"); return },
-		"channels":     func() (err error) { l.Channels, err = positiveInt(d, "limits channels"); return },
-		"message_size": func() (err error) { l.MessageSize, err = sizeArg(d, "limits message_size"); return },
+		"connections":   func() (err error) { l.Connections, err = positiveInt(d, "limits connections"); return },
+		"per_ip":        func() (err error) { l.PerIP, err = positiveInt(d, "limits per_ip"); return },
+		"channels":      func() (err error) { l.Channels, err = positiveInt(d, "limits channels"); return },
+		"message_size":  func() (err error) { l.MessageSize, err = sizeArg(d, "limits message_size"); return },
+		"idle_channels": func() (err error) { l.IdleChannels, err = positiveInt(d, "limits idle_channels"); return },
 	}
 }
 

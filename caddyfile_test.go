@@ -46,13 +46,14 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 					per_ip 10
 					channels 8
 					message_size 16KiB
+					idle_channels 500
 				}
 			}`,
 			want: `{"hub":true,"redis":["redis://127.0.0.1:6379","rediss://10.0.0.2:6380"],"prefix":"app:","heartbeat":10000000000,` +
 				`"origins":["https://app.example.com","https://*.example.com","http://localhost:3000"],"publish_key":"{env.KEY}",` +
 				`"ticket":{"secret":"{env.SECRET}","issue":"/hub/ticket","authorize":"http://127.0.0.1:3000/auth","ttl":20000000000},` +
 				`"replay":{"size":50,"ttl":60000000000},"longpoll_timeout":30000000000,` +
-				`"limits":{"connections":1000,"per_ip":10,"channels":8,"message_size":16384}}`,
+				`"limits":{"connections":1000,"per_ip":10,"channels":8,"message_size":16384,"idle_channels":500}}`,
 		},
 		{name: "heartbeat off", input: "realtime {\n heartbeat off\n}", want: `{"heartbeat":-1}`},
 		{

@@ -56,6 +56,7 @@ const (
 	DefaultLongpollTimeout = 25 * time.Second
 	DefaultMaxChannels     = 64
 	DefaultMessageSize     = 64 * 1024
+	DefaultIdleChannels    = 10000
 )
 
 // Handler is the `realtime` HTTP handler.
@@ -164,6 +165,12 @@ type Limits struct {
 	// MessageSize is the largest publish body and inbound WebSocket
 	// frame, in bytes. Default 64KiB.
 	MessageSize int64 `json:"message_size,omitempty"`
+	// IdleChannels is the number of channels this node keeps without a
+	// subscriber (for resume, up to the replay TTL); past it, the
+	// longest idle is dropped and a resume on it gets the reset signal.
+	// It bounds what a client subscribing to ever-new channel names can
+	// make the node hold. Default 10000.
+	IdleChannels int `json:"idle_channels,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -268,6 +275,7 @@ func (h *Handler) setDefaults() {
 	orDefault(&h.Replay.TTL, caddy.Duration(DefaultReplayTTL))
 	orDefault(&h.Limits.Channels, DefaultMaxChannels)
 	orDefault(&h.Limits.MessageSize, DefaultMessageSize)
+	orDefault(&h.Limits.IdleChannels, DefaultIdleChannels)
 }
 
 // orDefault sets *v to def when it is the zero value (not configured).
@@ -291,7 +299,7 @@ func (h *Handler) Validate() error {
 	if h.Replay.Size < 0 || h.Replay.TTL < 0 {
 		return fmt.Errorf("replay size and ttl must not be negative (0: the default)")
 	}
-	if h.Limits.Connections < 0 || h.Limits.PerIP < 0 || h.Limits.Channels < 0 || h.Limits.MessageSize < 0 {
+	if h.Limits.Connections < 0 || h.Limits.PerIP < 0 || h.Limits.Channels < 0 || h.Limits.MessageSize < 0 || h.Limits.IdleChannels < 0 {
 		return fmt.Errorf("limits must not be negative (0: the default)")
 	}
 	if t := h.Ticket; t != nil {

@@ -16,7 +16,7 @@ var nodes = caddy.NewUsagePool()
 
 // loadNode returns the node of h's configuration, and its key in nodes.
 func (h *Handler) loadNode() (*node.Node, string, error) {
-	cfg := node.Config{Redis: h.Redis, Prefix: h.Prefix, ReplaySize: h.Replay.Size, ReplayTTL: time.Duration(h.Replay.TTL)}
+	cfg := node.Config{Redis: h.Redis, Prefix: h.Prefix, ReplaySize: h.Replay.Size, ReplayTTL: time.Duration(h.Replay.TTL), IdleChannels: h.Limits.IdleChannels}
 	kb, _ := json.Marshal(cfg)
 	val, _, err := nodes.LoadOrNew(string(kb), func() (caddy.Destructor, error) {
 		return node.New(cfg, h.logger)

@@ -16,7 +16,7 @@
 //
 //	REALTIME_CADDY_BIN  Caddy binary with the module (default: built from ./cmd/caddy)
 //	BENCH_QUICK=1       a ~1 minute subset (smaller loads, shorter rounds)
-//	BENCH_ONLY=a,b      only some parts: passthrough, hub, nchan, saturation
+//	BENCH_ONLY=a,b      only some parts: passthrough, hub, nchan, saturation, churn
 //	BENCH_SECS=n        seconds of publishing per load (default 10, quick 4)
 //	BENCH_RESULTS=dir   where result files go (default bench/results)
 //	BENCH_NO_INSTALL=1  never apt-get install nginx/libnginx-mod-nchan
@@ -127,6 +127,8 @@ type report struct {
 	Rows        []*row        `json:"rows"`
 	Saturation  []*satRow     `json:"saturation"`
 	Passthrough []*passResult `json:"passthrough"`
+	Churn       []*churnRow   `json:"churn"`
+	ChurnErr    string        `json:"churn_error,omitempty"`
 	PassErr     string        `json:"passthrough_error,omitempty"`
 	Notes       []string      `json:"notes"`
 	LoadStart   string        `json:"loadavg_start"`
@@ -202,7 +204,7 @@ func run() int {
 	}
 
 	var redis *redisServer
-	needRedis := cfg.want("hub") || cfg.want("saturation")
+	needRedis := cfg.want("hub") || cfg.want("saturation") || cfg.want("churn")
 	if needRedis {
 		redis, err = startRedis(ctx, dir)
 		if err != nil {
@@ -273,6 +275,20 @@ func run() int {
 			}
 			rep.Saturation = append(rep.Saturation, env.saturate(ctx, sd))
 		}
+	}
+	if cfg.want("churn") && ctx.Err() == nil {
+		// 40 batches of 2,560 fresh channels: past 100,000 channels
+		cc := churnConfig{Batches: 40, Concurrency: 8}
+		if cfg.quick {
+			cc.Batches = 8
+		}
+		logf("churn: %d batches of %d subscriptions to %d fresh channels each", cc.Batches, churnRequests, churnWidth)
+		rows, err := env.runChurn(ctx, cc)
+		if err != nil {
+			rep.ChurnErr = err.Error()
+			logf("churn failed: %v", err)
+		}
+		rep.Churn = rows
 	}
 	if ctx.Err() != nil {
 		rep.CutShort = true

@@ -58,6 +58,13 @@ func printReport(w io.Writer, rep *report) {
 		fmt.Fprintf(w, "\n== Saturation: highest rate on one channel of SSE subscribers with no loss, no duplicate, p99 under the limit: 500 ms at 10,000 subscribers, 100 ms in a quick run (rate doubled per step) ==\n")
 		printSaturation(w, rep.Saturation)
 	}
+	if len(rep.Churn) > 0 || rep.ChurnErr != "" {
+		fmt.Fprintf(w, "\n== Channel churn: batches of %d SSE subscriptions to %d fresh channels each, closed once live (hub on Redis); must stay flat as channels grow ==\n", churnRequests, churnWidth)
+		if rep.ChurnErr != "" {
+			fmt.Fprintf(w, "error: %s\n", rep.ChurnErr)
+		}
+		printChurn(w, rep.Churn)
+	}
 	fmt.Fprintln(w)
 }
 

@@ -64,9 +64,16 @@ type Redis struct {
 	chans  map[string]*redisChan // by channel name
 	closed bool
 	link   *psLink // the classic pub/sub link (SUBSCRIBE)
-	// the stream readers by hash slot: one per slot in use with a Redis
-	// Cluster, the one reader of every channel under slot 0 otherwise
-	readers map[int]*streamReader
+	// the stream readers (see redis_readers.go): every reader running,
+	// those with room for another channel by hash slot, and those whose
+	// channel set changed since their XREAD was sent, for the kicker
+	readers map[*streamReader]struct{}
+	roomy   map[int]map[*streamReader]struct{}
+	stale   map[*streamReader]struct{}
+	// readerClient gives each stream reader of a single server a
+	// connection of its own, outside the pool of client, whose commands
+	// the blocked XREADs would otherwise starve
+	readerClient *redis.Client
 	// Redis Cluster only: the channels in use by hash slot, and the
 	// sharded pub/sub link (SSUBSCRIBE) of each slot in use
 	bySlot    map[int]map[string]*redisChan
@@ -87,8 +94,9 @@ type redisChan struct {
 	key   string
 	ready chan struct{} // closed when the pub/sub subscriptions are confirmed
 	// slot is the hash slot of key with a Redis Cluster; with a single
-	// server it is 0, the slot of the one stream reader.
-	slot int
+	// server it is 0.
+	slot   int
+	reader *streamReader // the stream reader serving it; guarded by Redis.mu
 
 	mu sync.Mutex // serialises the channel's deliveries; guards below
 	// pub/sub
@@ -124,7 +132,9 @@ func NewRedis(opts RedisOptions, h Handler, logger *zap.Logger) (*Redis, error) 
 		done:    make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 		chans:   make(map[string]*redisChan),
-		readers: make(map[int]*streamReader),
+		readers: make(map[*streamReader]struct{}),
+		roomy:   make(map[int]map[*streamReader]struct{}),
+		stale:   make(map[*streamReader]struct{}),
 		upOnce:  make(chan struct{}),
 	}
 	if len(opts.URLs) > 1 {
@@ -136,11 +146,15 @@ func NewRedis(opts RedisOptions, h Handler, logger *zap.Logger) (*Redis, error) 
 		r.bySlot = make(map[int]map[string]*redisChan)
 		r.slotLinks = make(map[int]*psLink)
 	} else {
-		client, err := newClient(opts.URLs)
+		client, err := newClient(opts.URLs, 0)
 		if err != nil {
 			return nil, err
 		}
-		r.uc, r.client = client, client
+		readerClient, err := newClient(opts.URLs, maxReaders)
+		if err != nil {
+			return nil, err
+		}
+		r.uc, r.client, r.readerClient = client, client, readerClient
 	}
 	r.start()
 
@@ -156,13 +170,13 @@ func NewRedis(opts RedisOptions, h Handler, logger *zap.Logger) (*Redis, error) 
 }
 
 // start starts the goroutines that run as long as the broker: the
-// classic pub/sub link, the kicker, and the stream reader of a single
-// server or the health check of a cluster (whose stream readers start
-// with the first channel of their slot).
+// classic pub/sub link, the kicker, and the primary stream reader of a
+// single server or the health check of a cluster (whose stream readers
+// start with the first channel of their slot).
 func (r *Redis) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	r.link = &psLink{worker: worker{part: partPubSub, cancel: cancel, wake: make(chan struct{}, 1)}}
+	r.link = &psLink{worker: worker{primary: true, part: partPubSub, cancel: cancel, wake: make(chan struct{}, 1)}}
 	r.startLink(ctx, r.link)
 	r.wg.Add(1)
 	go r.runOnWake(ctx, r.kick, r.kickStale)
@@ -171,9 +185,9 @@ func (r *Redis) start() {
 		go r.runClusterHealth(ctx)
 		return
 	}
-	sr := &streamReader{worker: worker{part: partStream, cancel: cancel, wake: make(chan struct{}, 1)}}
-	r.readers[0] = sr
-	r.startReader(ctx, sr)
+	r.mu.Lock()
+	r.newReaderLocked(ctx, worker{primary: true, part: partStream, cancel: cancel})
+	r.mu.Unlock()
 }
 
 func (r *Redis) key(channel string) string { return r.opts.Prefix + channel }
@@ -278,15 +292,15 @@ func (r *Redis) add(c *redisChan) (old *redisChan, err error) {
 func (r *Redis) addLocked(c *redisChan) []*worker {
 	r.chans[c.name] = c
 	c.psReady = r.link.live[c.name]
+	r.link.markLocked(c.name)
 	ws := []*worker{&r.link.worker}
 	if r.cluster != nil {
 		sl := r.addToSlotLocked(c)
 		c.spsReady = sl.live[c.name]
+		sl.markLocked(c.name)
 		ws = append(ws, &sl.worker)
 	}
-	sr := r.readers[c.slot]
-	sr.gen++
-	ws = append(ws, &sr.worker)
+	ws = append(ws, &r.placeLocked(c).worker)
 	if c.psReady && c.spsReady {
 		c.live = true
 		c.epoch = newEpoch()
@@ -329,14 +343,15 @@ func (r *Redis) remove(c *redisChan) {
 		return
 	}
 	delete(r.chans, c.name)
+	r.link.markLocked(c.name)
 	ws := []*worker{&r.link.worker}
 	if r.cluster != nil {
 		if sl := r.removeFromSlotLocked(c); sl != nil {
+			sl.markLocked(c.name)
 			ws = append(ws, &sl.worker)
 		}
 	}
-	if sr := r.readers[c.slot]; sr != nil {
-		sr.gen++
+	if sr := r.unplaceLocked(c); sr != nil {
 		ws = append(ws, &sr.worker)
 	}
 	r.mu.Unlock()
@@ -375,6 +390,9 @@ func (r *Redis) shutdown() error {
 	}
 	// closes every connection, the readers' blocked XREADs included
 	err := r.uc.Close()
+	if r.readerClient != nil {
+		_ = r.readerClient.Close()
+	}
 	stopped := make(chan struct{})
 	go func() {
 		r.wg.Wait()
@@ -401,7 +419,7 @@ func (r *Redis) stopWorkers() []*redis.PubSub {
 		l.cancel()
 		pss = append(pss, l.ps)
 	}
-	for _, sr := range r.readers {
+	for sr := range r.readers {
 		sr.cancel()
 	}
 	chans := r.chans

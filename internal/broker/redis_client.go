@@ -13,8 +13,9 @@ import (
 )
 
 // newClient returns the client of a single server, or of the master its
-// Sentinels name when the URL has a master_name.
-func newClient(urls []string) (*redis.Client, error) {
+// Sentinels name when the URL has a master_name. A poolSize above 0
+// overrides the URL's pool_size.
+func newClient(urls []string, poolSize int) (*redis.Client, error) {
 	if len(urls) == 0 {
 		return nil, errors.New("no redis url")
 	}
@@ -28,6 +29,9 @@ func newClient(urls []string) (*redis.Client, error) {
 			return nil, fmt.Errorf("invalid redis sentinel url: %w", err)
 		}
 		connDefaults(&fo.DialTimeout, &fo.ContextTimeoutEnabled)
+		if poolSize > 0 {
+			fo.PoolSize = poolSize
+		}
 		return redis.NewFailoverClient(fo), nil
 	}
 	o, err := redis.ParseURL(urls[0])
@@ -36,6 +40,9 @@ func newClient(urls []string) (*redis.Client, error) {
 	}
 	connDefaults(&o.DialTimeout, &o.ContextTimeoutEnabled)
 	o.MaintNotificationsConfig = noMaintNotifications()
+	if poolSize > 0 {
+		o.PoolSize = poolSize
+	}
 	return redis.NewClient(o), nil
 }
 

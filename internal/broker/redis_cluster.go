@@ -61,8 +61,7 @@ func keySlot(key string) int {
 }
 
 // addToSlotLocked records c in its slot and returns the slot's sharded
-// link. The slot's first channel starts its link and its stream reader.
-// r.mu is held.
+// link. The slot's first channel starts its link. r.mu is held.
 func (r *Redis) addToSlotLocked(c *redisChan) *psLink {
 	set := r.bySlot[c.slot]
 	if set == nil {
@@ -76,12 +75,6 @@ func (r *Redis) addToSlotLocked(c *redisChan) *psLink {
 		l = &psLink{worker: w}
 		r.slotLinks[c.slot] = l
 		r.startLink(ctx, l)
-	}
-	if r.readers[c.slot] == nil {
-		ctx, w := newSlotWorker(c.slot)
-		sr := &streamReader{worker: w}
-		r.readers[c.slot] = sr
-		r.startReader(ctx, sr)
 	}
 	return l
 }

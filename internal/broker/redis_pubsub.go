@@ -41,6 +41,19 @@ type psLink struct {
 	keys         map[string]bool // channels SUBSCRIBEd on ps
 	live         map[string]bool // channels whose SUBSCRIBE ps confirmed
 	unsubPending map[string]int  // UNSUBSCRIBEs sent on ps, not yet answered
+	// the channels whose use changed since reconcile last ran: it looks
+	// at these only, so that a subscribe costs the same however many
+	// channels are in use
+	dirty map[string]struct{}
+}
+
+// markLocked records that the use of channel name changed, for the
+// writer of l. r.mu is held.
+func (l *psLink) markLocked(name string) {
+	if l.dirty == nil {
+		l.dirty = make(map[string]struct{})
+	}
+	l.dirty[name] = struct{}{}
 }
 
 // startLink starts the reader and the writer of l.
@@ -94,13 +107,19 @@ func (r *Redis) openSession(ctx context.Context, l *psLink) (ps *redis.PubSub, f
 	l.keys = make(map[string]bool)
 	l.live = make(map[string]bool)
 	l.unsubPending = make(map[string]int)
-	if l.sharded {
+	l.dirty = nil
+	if !l.sharded {
+		// the writer subscribes them all
+		for name := range r.chans {
+			l.markLocked(name)
+		}
+	} else {
 		for name := range r.bySlot[l.slot] {
 			l.keys[name] = true
 			first = append(first, r.key(name))
 		}
 		if len(first) == 0 {
-			retireLocked(r, r.slotLinks, l)
+			r.retireLinkLocked(l)
 		}
 	}
 	r.mu.Unlock()
@@ -274,30 +293,30 @@ func (r *Redis) onMessage(pm *redis.Message) {
 
 // reconcile is the writer of l: it sends the SUBSCRIBEs and UNSUBSCRIBEs
 // that make the session's subscriptions match the channels in use. It
-// runs whenever l is woken.
+// runs whenever l is woken, and looks at the channels whose use changed
+// since it last ran.
 func (r *Redis) reconcile(ctx context.Context, l *psLink) {
 	r.mu.Lock()
 	ps := l.ps
-	inUse := r.inUseLocked(&l.worker)
-	if ps == nil || (len(inUse) == 0 && retireLocked(r, r.slotLinks, l)) {
+	inUse := r.linkChansLocked(l)
+	if ps == nil || (len(inUse) == 0 && r.retireLinkLocked(l)) {
 		r.mu.Unlock()
 		return
 	}
 	var subs, unsubs []string
-	for name := range l.keys {
-		if inUse[name] == nil {
+	for name := range l.dirty {
+		switch used := inUse[name] != nil; {
+		case !used && l.keys[name]:
 			unsubs = append(unsubs, r.key(name))
 			delete(l.keys, name)
 			delete(l.live, name)
 			l.unsubPending[name]++
-		}
-	}
-	for name := range inUse {
-		if !l.keys[name] {
+		case used && !l.keys[name]:
 			subs = append(subs, r.key(name))
 			l.keys[name] = true
 		}
 	}
+	l.dirty = nil
 	r.mu.Unlock()
 	unsubscribe, subscribe := ps.Unsubscribe, ps.Subscribe
 	if l.sharded {

@@ -12,22 +12,23 @@ import (
 	"go.uber.org/zap"
 )
 
-// A stream reader tails the streams of its channels (every channel with a
-// single server, one slot's with a Redis Cluster: XREAD cannot name keys
-// of different slots) with one blocking XREAD on a connection of its own.
-// Each channel remembers the last id read, so a new XREAD (after a change
-// of the channel set, or a reconnect) goes on where the previous one
+// A stream reader tails the streams of its channels (up to readerSize of
+// one slot: XREAD cannot name keys of different slots of a Redis
+// Cluster) with one blocking XREAD on a connection of its own. Each
+// channel remembers the last id read, so a new XREAD (after a change of
+// the channel set, or a reconnect) goes on where the previous one
 // stopped. A change of the set interrupts the blocked XREAD with CLIENT
 // UNBLOCK from another connection (kickStale).
 type streamReader struct {
 	worker
 
 	// guarded by Redis.mu
-	gen      uint64        // bumped on each change of the reader's channel set
-	sentGen  uint64        // gen of the channel set of the current XREAD
-	blocking bool          // in (or about to send) XREAD
-	id       int64         // CLIENT ID of the connection, 0 if none
-	node     *redis.Client // the server the connection is on, nil if none
+	chans    map[string]*redisChan // the channels it reads, by name
+	gen      uint64                // bumped on each change of chans
+	sentGen  uint64                // gen of the channel set of the current XREAD
+	blocking bool                  // in (or about to send) XREAD
+	id       int64                 // CLIENT ID of the connection, 0 if none
+	node     *redis.Client         // the server the connection is on, nil if none
 }
 
 // streamCount is XREAD's COUNT, per stream and call.
@@ -64,7 +65,7 @@ func (r *Redis) streamSession(ctx context.Context, sr *streamReader, resumed boo
 	}()
 	up()
 	if resumed {
-		if err := r.checkLost(ctx, conn, r.chansOf(&sr.worker)); err != nil {
+		if err := r.checkLost(ctx, conn, r.readerChans(sr)); err != nil {
 			return err
 		}
 	}
@@ -77,7 +78,7 @@ func (r *Redis) streamSession(ctx context.Context, sr *streamReader, resumed boo
 func (r *Redis) dialReader(ctx context.Context, sr *streamReader) (*redis.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
-	node := r.client
+	node := r.readerClient
 	if sr.sharded {
 		key := r.slotKey(sr)
 		if key == "" {
@@ -105,15 +106,14 @@ func (r *Redis) dialReader(ctx context.Context, sr *streamReader) (*redis.Conn, 
 func (r *Redis) slotKey(sr *streamReader) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	key := ""
+	for _, c := range sr.chans {
+		return c.key
+	}
 	for _, c := range r.bySlot[sr.slot] {
-		key = c.key
-		break
+		return c.key
 	}
-	if key == "" {
-		retireLocked(r, r.readers, sr)
-	}
-	return key
+	r.retireReaderLocked(sr)
+	return ""
 }
 
 // tail reads the streams of sr with blocking XREADs on conn, delivering
@@ -218,19 +218,22 @@ func inAddedOrder(res []redis.XStream) []redis.XStream {
 // redisChan.gone).
 func (r *Redis) snapshot(sr *streamReader) (args []string, idle bool) {
 	r.mu.Lock()
-	set := r.inUseLocked(&sr.worker)
-	if len(set) == 0 && retireLocked(r, r.readers, sr) {
+	if len(sr.chans) == 0 && r.retireReaderLocked(sr) {
 		r.mu.Unlock()
 		return nil, true
 	}
-	gen := sr.gen
-	chans := slices.Collect(maps.Values(set))
+	// blocking from now on: a change of the set made while the XREAD is
+	// on its way has the kicker retry until the XREAD is there to unblock
+	sr.sentGen = sr.gen
+	sr.blocking = len(sr.chans) > 0
+	chans := slices.Collect(maps.Values(sr.chans))
 	r.mu.Unlock()
 	args = xreadArgs(chans)
-	r.mu.Lock()
-	sr.sentGen = gen
-	sr.blocking = len(args) > 0
-	r.mu.Unlock()
+	if len(args) == 0 {
+		r.mu.Lock()
+		sr.blocking = false
+		r.mu.Unlock()
+	}
 	return args, false
 }
 
@@ -370,46 +373,4 @@ func (r *Redis) dropNonStreams(ctx context.Context, keys []string) bool {
 			zap.String("channel", name), zap.String("type", typ))
 	}
 	return found
-}
-
-// kickStale is the kicker, run whenever a channel set changes: it
-// interrupts the blocked XREAD of each stream reader whose channel set
-// changed since the reader sent it. CLIENT UNBLOCK answers 0 when an
-// XREAD has not reached Redis yet; it is retried then, shortly, until
-// every reader is blocked on its current set or not blocked at all.
-func (r *Redis) kickStale(ctx context.Context) {
-	for delay := minUnblockRetry; r.unblockStale(ctx); delay = min(2*delay, maxUnblockRetry) {
-		if !sleepCtx(ctx, delay) {
-			return
-		}
-	}
-}
-
-// unblockStale sends CLIENT UNBLOCK for every reader blocked on a stale
-// channel set, to the server the reader is on. It reports whether some
-// XREAD had not reached Redis yet.
-func (r *Redis) unblockStale(ctx context.Context) (retry bool) {
-	type target struct {
-		id   int64
-		node *redis.Client
-	}
-	var ts []target
-	r.mu.RLock()
-	for _, sr := range r.readers {
-		if sr.blocking && sr.sentGen != sr.gen && sr.id != 0 && sr.node != nil {
-			ts = append(ts, target{sr.id, sr.node})
-		}
-	}
-	r.mu.RUnlock()
-	for _, t := range ts {
-		var n int64
-		err := r.timed(ctx, func(ctx context.Context) (err error) {
-			n, err = t.node.ClientUnblock(ctx, t.id).Result()
-			return err
-		})
-		if err == nil && n == 0 {
-			retry = true
-		}
-	}
-	return retry
 }

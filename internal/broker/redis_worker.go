@@ -3,39 +3,38 @@ package broker
 import (
 	"context"
 	"errors"
-	"maps"
 	"math/rand/v2"
-	"slices"
 	"time"
 
 	"go.uber.org/zap"
 )
 
 // A worker owns one connection that serves a part of the channels in
-// use: a pub/sub link (psLink) or a stream reader (streamReader). An
-// unsharded worker serves every channel, for as long as the broker runs,
-// and its connection is a part of Healthy: the classic pub/sub link, and
-// the stream reader of a single server. A sharded worker serves the
-// channels of one hash slot of a Redis Cluster, on the slot's master; it
-// is started with the slot's first channel and retired, lazily, when the
-// slot has none left. A single server is thus served as a cluster of one
-// slot, whose stream reader reads every channel.
+// use: a pub/sub link (psLink) or a stream reader (streamReader). A
+// primary worker runs for as long as the broker and its connection is a
+// part of Healthy: the classic pub/sub link, and the first stream reader
+// of a single server. The others come and go with the channels they
+// serve: the sharded workers of a Redis Cluster, which serve the channels
+// of one hash slot on the slot's master, and the further stream readers
+// that take the channels a full reader has no room for (see
+// redis_readers.go). They are retired, lazily, when they have nothing
+// left to serve. A single server is thus served as a cluster of one slot.
 //
 // A worker runs in sessions (supervise): a session opens a connection and
 // uses it until it fails; the next one opens a new connection after a
 // backoff.
 type worker struct {
-	sharded bool
-	slot    int                // the hash slot of a sharded worker
-	part    int                // the part of Healthy of an unsharded worker
-	cancel  context.CancelFunc // ends the worker's goroutines (unsharded: all)
+	primary bool
+	part    int                // the part of Healthy of a primary worker
+	sharded bool               // serves one slot of a Redis Cluster
+	slot    int                // the hash slot of the channels it serves (0: single server)
+	cancel  context.CancelFunc // ends the worker's goroutines (primary: all)
 	wake    chan struct{}      // the worker's channel set changed
 
 	dead bool // guarded by Redis.mu: retired
 }
 
-// errIdle ends the session of a sharded worker whose slot has no channel
-// left.
+// errIdle ends the session of a worker that has no channel left to serve.
 var errIdle = errors.New("no channel left")
 
 // A session is one connection of a worker: it connects, calls up, and
@@ -44,16 +43,17 @@ var errIdle = errors.New("no channel left")
 type session func(ctx context.Context, resumed bool, up func()) error
 
 // supervise runs the sessions of w until ctx ends. A session's up resets
-// the backoff and, for an unsharded worker, marks its part of Healthy up.
-// After a failed session an unsharded worker marks its part down; a
-// sharded one logs the failure (as what) and has go-redis reload its map
-// of the cluster, as the slot may have moved.
+// the backoff and, for a primary worker, marks its part of Healthy up.
+// After a failed session a primary worker marks its part down; a sharded
+// one logs the failure (as what) and has go-redis reload its map of the
+// cluster, as the slot may have moved. A further reader of a single
+// server stays quiet: the primary reader reports the server's health.
 func (r *Redis) supervise(ctx context.Context, w *worker, what string, run session) {
 	defer r.wg.Done()
 	attempt := 0
 	up := func() {
 		attempt = 0
-		if !w.sharded {
+		if w.primary {
 			r.setHealth(w.part, true, nil)
 		}
 	}
@@ -62,13 +62,14 @@ func (r *Redis) supervise(ctx context.Context, w *worker, what string, run sessi
 		if ctx.Err() != nil {
 			return
 		}
-		if w.sharded {
+		switch {
+		case w.primary:
+			r.setHealth(w.part, false, err)
+		case w.sharded:
 			if !errors.Is(err, errIdle) {
 				r.log.Warn(what, zap.Int("slot", w.slot), zap.Error(err))
 			}
 			r.cluster.ReloadState(ctx)
-		} else {
-			r.setHealth(w.part, false, err)
 		}
 		if !sleepCtx(ctx, backoff(attempt)) {
 			return
@@ -91,47 +92,30 @@ func (r *Redis) runOnWake(ctx context.Context, ch <-chan struct{}, fn func(ctx c
 	}
 }
 
-// inUseLocked returns the channels w serves: those of its slot, or every
-// channel in use. r.mu is held.
-func (r *Redis) inUseLocked(w *worker) map[string]*redisChan {
-	if w.sharded {
-		return r.bySlot[w.slot]
+// linkChansLocked returns the channels l subscribes: those of its slot,
+// or every channel in use. r.mu is held.
+func (r *Redis) linkChansLocked(l *psLink) map[string]*redisChan {
+	if l.sharded {
+		return r.bySlot[l.slot]
 	}
 	return r.chans
 }
 
-// chansOf returns the channels w serves.
-func (r *Redis) chansOf(w *worker) []*redisChan {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return slices.Collect(maps.Values(r.inUseLocked(w)))
-}
-
-// retireLocked stops w if it is sharded and its slot has no channel left
-// (or w is stopped already), and removes it from workers, the slot's
-// links or readers, so that the slot's next channel starts a new one. It
-// reports whether w is stopped. r.mu is held.
-func retireLocked[W slotWorker](r *Redis, workers map[int]W, w W) bool {
-	b := w.base()
-	if !b.sharded || (len(r.bySlot[b.slot]) > 0 && !b.dead) {
+// retireLinkLocked stops l if it is sharded and its slot has no channel
+// left (or l is stopped already), and forgets it, so that the slot's next
+// channel starts a new one. It reports whether l is stopped. r.mu is
+// held.
+func (r *Redis) retireLinkLocked(l *psLink) bool {
+	if !l.sharded || (len(r.bySlot[l.slot]) > 0 && !l.dead) {
 		return false
 	}
-	b.dead = true
-	b.cancel()
-	if workers[b.slot] == w {
-		delete(workers, b.slot)
+	l.dead = true
+	l.cancel()
+	if r.slotLinks[l.slot] == l {
+		delete(r.slotLinks, l.slot)
 	}
 	return true
 }
-
-// slotWorker is a psLink or a streamReader, as the workers of the slots
-// of a cluster are kept.
-type slotWorker interface {
-	comparable
-	base() *worker
-}
-
-func (w *worker) base() *worker { return w }
 
 // wake wakes every worker of ws.
 func wake(ws []*worker) {

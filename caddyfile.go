@@ -39,6 +39,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        issue <path>
 //	        authorize <url>
 //	        ttl <duration>
+//	        max_ttl <duration>
 //	        authorize_timeout <duration>
 //	    }
 //	    replay {
@@ -127,6 +128,7 @@ func (t *TicketConfig) subdirectives(d *caddyfile.Dispenser) subdirectives {
 		"issue":             func() (err error) { t.Issue, err = oneArg(d); return },
 		"authorize":         func() (err error) { t.Authorize, err = oneArg(d); return },
 		"ttl":               func() (err error) { t.TTL, err = durationArg(d, "ticket ttl"); return },
+		"max_ttl":           func() (err error) { t.MaxTTL, err = durationArg(d, "ticket max_ttl"); return },
 		"authorize_timeout": func() (err error) { t.AuthorizeTimeout, err = durationArg(d, "ticket authorize_timeout"); return },
 	}
 }

@@ -51,6 +51,7 @@ const (
 	DefaultPrefix          = broker.DefaultPrefix
 	DefaultHeartbeat       = 15 * time.Second
 	DefaultTicketTTL       = auth.DefaultTicketTTL
+	DefaultTicketMaxTTL    = auth.DefaultMaxTTL
 	DefaultReplaySize      = replay.DefaultSize
 	DefaultReplayTTL       = replay.DefaultTTL
 	DefaultLongpollTimeout = 25 * time.Second
@@ -136,6 +137,10 @@ type TicketConfig struct {
 	Authorize string `json:"authorize,omitempty"`
 	// TTL is the lifetime of issued tickets. Default 30s.
 	TTL caddy.Duration `json:"ttl,omitempty"`
+	// MaxTTL bounds the life of a signed ticket: one whose exp lies
+	// further ahead is refused (401), so that a leaked ticket does not
+	// work for ever. Default 1h.
+	MaxTTL caddy.Duration `json:"max_ttl,omitempty"`
 	// AuthorizeTimeout bounds each call to the authorize endpoint; an app
 	// that does not answer in time gives the caller a 504. Default 5s.
 	AuthorizeTimeout caddy.Duration `json:"authorize_timeout,omitempty"`
@@ -270,6 +275,7 @@ func (h *Handler) setDefaults() {
 	orDefault(&h.LongpollTimeout, caddy.Duration(DefaultLongpollTimeout))
 	if h.Ticket != nil {
 		orDefault(&h.Ticket.TTL, caddy.Duration(DefaultTicketTTL))
+		orDefault(&h.Ticket.MaxTTL, caddy.Duration(DefaultTicketMaxTTL))
 	}
 	orDefault(&h.Replay.Size, DefaultReplaySize)
 	orDefault(&h.Replay.TTL, caddy.Duration(DefaultReplayTTL))

@@ -34,6 +34,7 @@ func (h *Handler) newTickets(n *node.Node) (*endpoint.Tickets, error) {
 		Prefix: h.Prefix,
 		Secret: secret,
 		TTL:    time.Duration(t.TTL),
+		MaxTTL: time.Duration(t.MaxTTL),
 		Logger: h.logger,
 	})
 	if err != nil {

@@ -41,6 +41,7 @@ var (
 	errTicketExpired   = errors.New("ticket expired")
 	errTicketNotYet    = errors.New("ticket not valid yet")
 	errTicketNoExp     = errors.New("ticket has no expiry (exp)")
+	errTicketLongLived = errors.New("ticket expiry (exp) too far ahead (max_ttl)")
 	errTicketNoJTI     = errors.New("ticket has no id (jti)")
 	errTicketJTILong   = errors.New("ticket id (jti) too long")
 	errTicketReused    = errors.New("ticket already used")

@@ -252,6 +252,34 @@ func (o *Origins) Allowed(r *http.Request) bool {
 	return false
 }
 
+// Credentialed reports whether r may act with the user's ambient
+// credentials (cookies): it has no Origin, or a same-host one, or one a
+// listed pattern (or a listed "null") allows. An Origin allowed only by
+// "*" may not: any site could otherwise read what the user's cookies
+// unlock.
+func (o *Origins) Credentialed(r *http.Request) bool {
+	v := r.Header.Get("Origin")
+	if v == "" {
+		return true
+	}
+	if !o.Allowed(r) {
+		return false
+	}
+	if o == nil || !o.any || strings.EqualFold(v, "null") {
+		return true
+	}
+	org, _ := parseOrigin(v)
+	if self, ok := requestOrigin(r); ok && self == org {
+		return true
+	}
+	for _, p := range o.patterns {
+		if p.match(org) {
+			return true
+		}
+	}
+	return false
+}
+
 // Check is Allowed as an error: nil, or a 403 *Error of kind "origin".
 func (o *Origins) Check(r *http.Request) error {
 	if o.Allowed(r) {
@@ -267,7 +295,9 @@ const defaultAllowHeaders = "Authorization, Content-Type, Last-Event-ID, Cache-C
 // preflight (OPTIONS with Origin and Access-Control-Request-Method), which
 // the caller answers with 204 and no body. For an allowed Origin it
 // echoes it in Access-Control-Allow-Origin with credentials allowed (also
-// for same-origin requests, where browsers ignore it); for a preflight it
+// for same-origin requests, where browsers ignore it), except for one
+// allowed only by "*", which gets "*" and no credentials (browsers then
+// withhold the answer to a request made with cookies); for a preflight it
 // adds the allowed methods (GET, POST, OPTIONS), the requested headers
 // and a Max-Age of 10 minutes. Vary: Origin is set whenever r has an
 // Origin. A disallowed Origin gets no Allow headers; callers refuse it
@@ -287,8 +317,12 @@ func (o *Origins) CORS(w http.ResponseWriter, r *http.Request) (preflight bool) 
 	if !o.Allowed(r) {
 		return preflight
 	}
-	h.Set("Access-Control-Allow-Origin", v)
-	h.Set("Access-Control-Allow-Credentials", "true")
+	if o.Credentialed(r) {
+		h.Set("Access-Control-Allow-Origin", v)
+		h.Set("Access-Control-Allow-Credentials", "true")
+	} else {
+		h.Set("Access-Control-Allow-Origin", "*")
+	}
 	if preflight {
 		h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
 		allow := defaultAllowHeaders

@@ -231,3 +231,43 @@ func TestCORSVaryOnce(t *testing.T) {
 		t.Errorf("Vary = %q", got)
 	}
 }
+
+// TestCORSAnyWithoutCredentials: an origin allowed only by "*" gets
+// "Access-Control-Allow-Origin: *" and no credentials, so no site reads
+// what the user's cookies unlock; same-host, listed and wildcard-label
+// origins keep the echo and credentials.
+func TestCORSAnyWithoutCredentials(t *testing.T) {
+	o, err := NewOrigins([]string{"*", "https://app.example.com", "https://*.example.net"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		origin, allowOrigin string
+		credentials         bool
+	}{
+		{"https://evil.attacker.net", "*", false},
+		{"https://app.example.com", "https://app.example.com", true},
+		{"https://x.example.net", "https://x.example.net", true},
+		{"https://hub.example.com", "https://hub.example.com", true}, // same host
+	}
+	for _, tc := range tests {
+		for _, method := range []string{http.MethodGet, http.MethodOptions} {
+			r := originRequest(method, "hub.example.com", tc.origin, true)
+			if method == http.MethodOptions {
+				r.Header.Set("Access-Control-Request-Method", "POST")
+			}
+			w := httptest.NewRecorder()
+			o.CORS(w, r)
+			h := w.Header()
+			if got := h.Get("Access-Control-Allow-Origin"); got != tc.allowOrigin {
+				t.Errorf("%s %s: Allow-Origin %q, want %q", method, tc.origin, got, tc.allowOrigin)
+			}
+			if got := h.Get("Access-Control-Allow-Credentials") == "true"; got != tc.credentials {
+				t.Errorf("%s %s: credentials %v, want %v", method, tc.origin, got, tc.credentials)
+			}
+			if got := o.Credentialed(r); got != tc.credentials {
+				t.Errorf("%s %s: Credentialed %v, want %v", method, tc.origin, got, tc.credentials)
+			}
+		}
+	}
+}

@@ -50,6 +50,14 @@ func validClaims(jti string) jwt.MapClaims {
 	}
 }
 
+// timed returns valid claims whose time claim (exp, iat or nbf) lies d
+// from now.
+func timed(jti, claim string, d time.Duration) jwt.MapClaims {
+	c := validClaims(jti)
+	c[claim] = time.Now().Add(d).Unix()
+	return c
+}
+
 func wantRefusal(t testing.TB, err error, status int, kind string, sentinel error) {
 	t.Helper()
 	e := asError(t, err)
@@ -211,6 +219,27 @@ func TestJWT(t *testing.T) {
 			c["nbf"] = time.Now().Add(time.Hour).Unix()
 			return sign(t, jwt.SigningMethodHS256, testSecret, c)
 		}, errTicketNotYet},
+		{"not yet valid, within the clock skew", func(t *testing.T) string {
+			return sign(t, jwt.SigningMethodHS256, testSecret, timed("nbf-skew", "nbf", 20*time.Second))
+		}, nil},
+		{"not before 31s ahead", func(t *testing.T) string {
+			return sign(t, jwt.SigningMethodHS256, testSecret, timed("nbf-31", "nbf", 31*time.Second))
+		}, errTicketNotYet},
+		{"issued within the clock skew", func(t *testing.T) string {
+			return sign(t, jwt.SigningMethodHS256, testSecret, timed("iat-skew", "iat", 20*time.Second))
+		}, nil},
+		{"issued 31s ahead", func(t *testing.T) string {
+			return sign(t, jwt.SigningMethodHS256, testSecret, timed("iat-31", "iat", 31*time.Second))
+		}, errTicketNotYet},
+		{"expiring within max_ttl", func(t *testing.T) string {
+			return sign(t, jwt.SigningMethodHS256, testSecret, timed("exp-59m", "exp", 59*time.Minute))
+		}, nil},
+		{"expiring past max_ttl", func(t *testing.T) string {
+			return sign(t, jwt.SigningMethodHS256, testSecret, timed("exp-61m", "exp", 61*time.Minute))
+		}, errTicketLongLived},
+		{"expiring in 100 years", func(t *testing.T) string {
+			return sign(t, jwt.SigningMethodHS256, testSecret, timed("exp-100y", "exp", 100*365*24*time.Hour))
+		}, errTicketLongLived},
 		{"wrong signature", func(t *testing.T) string {
 			return sign(t, jwt.SigningMethodHS256, []byte("another secret, also 32 bytes!!!"), validClaims("wrongsig"))
 		}, errTicketSignature},
@@ -319,6 +348,21 @@ func TestJWTReuseAcrossNodes(t *testing.T) {
 	ttl, err := rdb.TTL(ctx, "realtime:jti:shared").Result()
 	if err != nil || ttl <= jtiSkew || ttl > jtiSkew+2*time.Minute {
 		t.Errorf("jti TTL = %v, %v", ttl, err)
+	}
+}
+
+// TestMaxTTL: a configured max_ttl bounds signed tickets, and issuing
+// tickets that would outlive it is a configuration error.
+func TestMaxTTL(t *testing.T) {
+	tk := newTickets(t, TicketOptions{Secret: testSecret, MaxTTL: 5 * time.Minute})
+	ctx := context.Background()
+	_, err := tk.Verify(ctx, sign(t, jwt.SigningMethodHS256, testSecret, timed("a", "exp", 6*time.Minute)))
+	wantRefusal(t, err, 401, KindTicket, errTicketLongLived)
+	if _, err := tk.Verify(ctx, sign(t, jwt.SigningMethodHS256, testSecret, timed("b", "exp", 4*time.Minute))); err != nil {
+		t.Fatalf("a ticket within max_ttl: %v", err)
+	}
+	if _, err := NewTickets(TicketOptions{Secret: testSecret, TTL: 2 * time.Hour}); err == nil {
+		t.Fatal("ttl above the default max_ttl accepted")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -650,7 +651,7 @@ func TestTicketIssue(t *testing.T) {
 func TestAuthorizeAppFailures(t *testing.T) {
 	t.Parallel()
 	app := newAuthApp(t)
-	down := "http://127.0.0.1:" + strconv.Itoa(harness.FreePort(t)) + "/auth" // nothing listens
+	down := "http://" + refusingListener(t) + "/auth"
 	tests := []struct {
 		name, url string
 		status    int
@@ -673,6 +674,31 @@ func TestAuthorizeAppFailures(t *testing.T) {
 			}
 		})
 	}
+}
+
+// refusingListener returns the address of a port that this test holds
+// and on which every connection is closed at once, as by an app that is
+// down (a merely free port might be taken by another test meanwhile).
+func refusingListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if tc, ok := conn.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0) // a reset, as from a closed port
+			}
+			conn.Close()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // With `authorize` and no ticket, the app approves or refuses the

@@ -48,7 +48,7 @@ func (h *Endpoint) authorizeSubscribe(r *http.Request, channels []string) (*auth
 		if h.tickets.Authorizer == nil {
 			return nil, refused(http.StatusUnauthorized, "ticket", "missing ticket: pass ?ticket=<ticket> or Authorization: Bearer <ticket>")
 		}
-		claims, err = h.tickets.Authorizer.Authorize(r.Context(), r, channels)
+		claims, err = h.tickets.Authorizer.Authorize(r.Context(), h.forApp(r), channels)
 		if err != nil {
 			return nil, fromAuthError(err)
 		}
@@ -60,6 +60,20 @@ func (h *Endpoint) authorizeSubscribe(r *http.Request, channels []string) (*auth
 	}
 	setSubject(r, claims)
 	return claims, nil
+}
+
+// forApp returns r as the app is asked about it: without the user's
+// cookies and Authorization header when its Origin is allowed only by
+// "origins *", whose sites may not act with the user's credentials (the
+// app then sees an anonymous caller).
+func (h *Endpoint) forApp(r *http.Request) *http.Request {
+	if h.origins.Credentialed(r) {
+		return r
+	}
+	anon := r.Clone(r.Context())
+	anon.Header.Del("Cookie")
+	anon.Header.Del("Authorization")
+	return anon
 }
 
 func setSubject(r *http.Request, claims *auth.Claims) {
@@ -130,7 +144,7 @@ func (h *Endpoint) serveIssue(w http.ResponseWriter, r *http.Request) error {
 			return badRequest("invalid channel name %q", truncate(c, 64))
 		}
 	}
-	claims, err := h.tickets.Authorizer.AuthorizeIssue(r.Context(), r, req.Channels)
+	claims, err := h.tickets.Authorizer.AuthorizeIssue(r.Context(), h.forApp(r), req.Channels)
 	if err != nil {
 		return fromAuthError(err)
 	}

@@ -92,7 +92,7 @@ func NewAuthorizer(rawURL string, timeout time.Duration, client *http.Client, lo
 // may approve with channels other than those asked for.
 func (a *Authorizer) Authorize(ctx context.Context, r *http.Request, channels []string) (*Claims, error) {
 	auth := r.Header.Get("Authorization")
-	if bearer(auth) != "" {
+	if Bearer(auth) != "" {
 		auth = ""
 	}
 	return a.ask(ctx, r, auth, channels)

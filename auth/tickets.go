@@ -135,12 +135,13 @@ func TokenFromRequest(r *http.Request) string {
 			return v
 		}
 	}
-	return bearer(r.Header.Get("Authorization"))
+	return Bearer(r.Header.Get("Authorization"))
 }
 
-// bearer returns the credential of a Bearer authorization value, "" if it
-// is another scheme.
-func bearer(v string) string {
+// Bearer returns the credential of an Authorization header value of the
+// Bearer scheme, matched case-insensitively as HTTP requires; "" for
+// another scheme.
+func Bearer(v string) string {
 	scheme, cred, ok := strings.Cut(strings.TrimSpace(v), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return ""

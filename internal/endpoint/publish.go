@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-realtime/realtime/auth"
 	"github.com/caddy-realtime/realtime/client"
 	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/internal/hub"
@@ -125,9 +126,9 @@ func (h *Endpoint) servePublish(w http.ResponseWriter, r *http.Request) error {
 // authorizePublish lets a request publish with the publish key (or, once
 // tickets are on, a ticket with publish rights on channel).
 func (h *Endpoint) authorizePublish(r *http.Request, channel string) error {
-	auth := r.Header.Get("Authorization")
-	token, isBearer := strings.CutPrefix(auth, "Bearer ")
-	if h.publishKey != "" && isBearer && constantTimeEqual(token, h.publishKey) {
+	header := r.Header.Get("Authorization")
+	token := auth.Bearer(header)
+	if h.publishKey != "" && token != "" && constantTimeEqual(token, h.publishKey) {
 		return nil
 	}
 	if h.tickets != nil {
@@ -145,7 +146,7 @@ func (h *Endpoint) authorizePublish(r *http.Request, channel string) error {
 	if h.publishKey == "" && h.tickets == nil {
 		return refused(http.StatusForbidden, "ticket", "publishing over HTTP is off: set publish_key or ticket")
 	}
-	if auth == "" {
+	if header == "" {
 		switch {
 		case h.publishKey == "":
 			return refused(http.StatusUnauthorized, "ticket", "missing ticket: pass ?ticket=<ticket> or Authorization: Bearer <ticket> with publish rights")

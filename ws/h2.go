@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,7 +33,7 @@ func isExtendedConnect(r *http.Request) bool {
 	if r.Method != http.MethodConnect {
 		return false
 	}
-	return r.Header.Get(":protocol") == "websocket" || (r.ProtoMajor == 3 && r.Proto == "websocket")
+	return strings.EqualFold(r.Header.Get(":protocol"), "websocket") || (r.ProtoMajor == 3 && strings.EqualFold(r.Proto, "websocket"))
 }
 
 // upgradeStream upgrades an extended CONNECT request.

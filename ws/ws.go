@@ -33,11 +33,21 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// IsUpgrade reports whether r asks for a WebSocket: an HTTP/1.1 upgrade,
-// or an extended CONNECT over HTTP/2 or HTTP/3.
+// IsUpgrade reports whether r asks for a WebSocket: an HTTP/1.1 upgrade
+// whose Upgrade token list names websocket (in any case, among other
+// protocols too), or an extended CONNECT over HTTP/2 or HTTP/3.
 func IsUpgrade(r *http.Request) bool {
 	return isExtendedConnect(r) || headerHasToken(r.Header, "Connection", "upgrade") &&
-		strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+		headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+// SwitchesProtocol reports whether r asks to switch protocols in any way
+// a proxy would pass on: an HTTP/1.1 upgrade to any protocol (Connection:
+// upgrade with an Upgrade header), or a CONNECT, extended or not. It
+// covers every IsUpgrade request.
+func SwitchesProtocol(r *http.Request) bool {
+	return r.Method == http.MethodConnect ||
+		headerHasToken(r.Header, "Connection", "upgrade") && len(r.Header.Values("Upgrade")) > 0
 }
 
 func headerHasToken(h http.Header, name, token string) bool {

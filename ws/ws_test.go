@@ -272,9 +272,6 @@ func TestIsUpgrade(t *testing.T) {
 // IsUpgrade). gorilla's Upgrader, and so a typical upstream, accepts
 // these.
 func TestIsUpgradeUpgradeTokenList(t *testing.T) {
-	t.Skip("BUG: IsUpgrade compares the first Upgrade header line as a whole with \"websocket\", " +
-		"so an Upgrade token list naming websocket is not seen as an upgrade: the passthrough then " +
-		"forwards it upstream without the Origin and ticket checks (DESIGN.md, Hostile clients)")
 	tests := []struct {
 		name   string
 		header http.Header
@@ -287,10 +284,34 @@ func TestIsUpgradeUpgradeTokenList(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest("GET", "http://example.com/hub?channel=a", nil)
 			r.Header = tc.header
-			if !ws.IsUpgrade(r) {
-				t.Fatalf("IsUpgrade = false for %v", tc.header)
+			if !ws.IsUpgrade(r) || !ws.SwitchesProtocol(r) {
+				t.Fatalf("IsUpgrade %v, SwitchesProtocol %v for %v", ws.IsUpgrade(r), ws.SwitchesProtocol(r), tc.header)
 			}
 		})
+	}
+}
+
+// Any protocol switch a proxy would pass on is one; plain requests are
+// not.
+func TestSwitchesProtocol(t *testing.T) {
+	tests := []struct {
+		method string
+		header http.Header
+		want   bool
+	}{
+		{"GET", http.Header{"Connection": {"keep-alive, Upgrade"}, "Upgrade": {"foo/1"}}, true},
+		{"GET", http.Header{"Connection": {"upgrade"}, "Upgrade": {"h2c"}}, true},
+		{"CONNECT", http.Header{}, true},
+		{"GET", http.Header{"Upgrade": {"websocket"}}, false}, // no Connection: upgrade
+		{"GET", http.Header{"Connection": {"Upgrade"}}, false},
+		{"GET", http.Header{"Accept": {"*/*"}}, false},
+	}
+	for _, tc := range tests {
+		r := httptest.NewRequest(tc.method, "http://example.com/x", nil)
+		r.Header = tc.header
+		if got := ws.SwitchesProtocol(r); got != tc.want {
+			t.Errorf("%s %v: SwitchesProtocol %v, want %v", tc.method, tc.header, got, tc.want)
+		}
 	}
 }
 

@@ -39,10 +39,11 @@ func (h *Endpoint) streamContext(r *http.Request) (context.Context, context.Canc
 }
 
 // passthrough serves a request the hub does not answer: the next handler
-// answers, with event streams unbuffered and kept alive, and WebSocket
-// upgrades only after the Origin (and ticket) checks.
+// answers, with event streams unbuffered and kept alive, and protocol
+// switches (WebSocket or any other upgrade a proxy would pass on) only
+// after the Origin (and ticket) checks.
 func (h *Endpoint) passthrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if ws.IsUpgrade(r) || wantsSSE(r) {
+	if ws.SwitchesProtocol(r) || wantsSSE(r) {
 		if err := h.origins.Check(r); err != nil {
 			return fromAuthError(err)
 		}

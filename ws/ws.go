@@ -248,6 +248,9 @@ type connection struct {
 	ss   *hub.Session
 	opts Options
 	conn *websocket.Conn // for reading only
+	// frames bounds inbound frames, control frames included (nil: no
+	// bound); used by the reader only
+	frames *rate.Limiter
 
 	json []byte // a multi-channel message's JSON, reused
 	// lingerAfter: the writer closed with a reason the client has not
@@ -343,18 +346,12 @@ func (c *connection) readLoop(ctx context.Context) {
 	if limit <= 0 {
 		limit = 1 << 30
 	}
-	var rl *rate.Limiter
-	if c.opts.FrameRate > 0 {
-		rl = rate.NewLimiter(rate.Limit(c.opts.FrameRate), max(c.opts.FrameBurst, 1))
-	}
 	for {
 		typ, rd, err := conn.NextReader()
 		if err != nil {
 			return
 		}
-		if rl != nil && !rl.Allow() {
-			c.closeWith(websocket.FormatCloseMessage(websocket.ClosePolicyViolation, fmt.Sprintf("too many frames: at most %g per second", c.opts.FrameRate)))
-			c.limited("frame rate")
+		if c.overFrameRate() {
 			return
 		}
 		if typ != websocket.TextMessage {
@@ -374,12 +371,34 @@ func (c *connection) readLoop(ctx context.Context) {
 	}
 }
 
+// errFrameRate ends the read loop from a control frame handler.
+var errFrameRate = errors.New("over the frame rate")
+
+// overFrameRate counts one inbound frame against the frame rate; over
+// it, the connection is closed with 1008 and it reports true.
+func (c *connection) overFrameRate() bool {
+	if c.frames == nil || c.frames.Allow() {
+		return false
+	}
+	c.closeWith(websocket.FormatCloseMessage(websocket.ClosePolicyViolation, fmt.Sprintf("too many frames: at most %g per second", c.opts.FrameRate)))
+	c.limited("frame rate")
+	return true
+}
+
 // setHandlers makes gorilla hand pings and closes to the writer (it
 // answers them itself by default; here every answer goes through the
-// writer, see quietConn), and pongs extend the read deadline.
+// writer, see quietConn), and pongs extend the read deadline. Pings and
+// pongs, which gorilla reads inside NextReader, count against the frame
+// rate like data frames: a ping flood is closed with 1008, not answered.
 func (c *connection) setHandlers() {
 	conn := c.conn
+	if c.opts.FrameRate > 0 {
+		c.frames = rate.NewLimiter(rate.Limit(c.opts.FrameRate), max(c.opts.FrameBurst, 1))
+	}
 	conn.SetPingHandler(func(data string) error {
+		if c.overFrameRate() {
+			return errFrameRate
+		}
 		c.queue(opPong, []byte(data))
 		return nil
 	})
@@ -400,10 +419,16 @@ func (c *connection) setHandlers() {
 	})
 	if hb := c.opts.Heartbeat; hb > 0 {
 		_ = conn.SetReadDeadline(time.Now().Add(2*hb + writeWait))
-		conn.SetPongHandler(func(string) error {
-			return conn.SetReadDeadline(time.Now().Add(2*hb + writeWait))
-		})
 	}
+	conn.SetPongHandler(func(string) error {
+		if c.overFrameRate() {
+			return errFrameRate
+		}
+		if hb := c.opts.Heartbeat; hb > 0 {
+			return conn.SetReadDeadline(time.Now().Add(2*hb + writeWait))
+		}
+		return nil
+	})
 }
 
 // lingerClose reads (bounded) what the peer still sends after we closed

@@ -106,8 +106,8 @@ func (h *Endpoint) wsPublisher(claims *auth.Claims) ws.PublishFunc {
 		switch {
 		case !replay.ValidChannel(channel):
 			return "", fmt.Errorf("invalid channel name %q", truncate(channel, 64))
-		case strings.HasPrefix(event, hub.ReservedPrefix):
-			return "", errors.New(`event names starting with "realtime." are reserved`)
+		case hub.CheckEvent(event) != nil:
+			return "", fmt.Errorf("invalid event %q: %w", truncate(event, 64), hub.CheckEvent(event))
 		case !claims.CanPublish(channel):
 			metrics.Refuse("scope")
 			return "", fmt.Errorf("ticket does not allow publishing to %q", channel)

@@ -98,8 +98,8 @@ func (h *Endpoint) servePublish(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("invalid or missing channel %q: publish to ?channel=<name>", truncate(channel, 64))
 	}
 	event := r.URL.Query().Get("event")
-	if strings.HasPrefix(event, hub.ReservedPrefix) {
-		return badRequest("event names starting with \"realtime.\" are reserved")
+	if err := hub.CheckEvent(event); err != nil {
+		return badRequest("invalid event %q: %v", truncate(event, 64), err)
 	}
 	if err := h.authorizePublish(r, channel); err != nil {
 		return err

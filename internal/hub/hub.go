@@ -42,6 +42,9 @@ type Observer interface {
 	// Resumed: a client's missed messages were read from "cache" (this
 	// node's replay cache) or "redis" (a stream).
 	Resumed(from string)
+	// Refused: a message from Redis was not delivered, for reason
+	// ("bad_request": its event name).
+	Refused(reason string)
 }
 
 type nopObserver struct{}
@@ -51,6 +54,7 @@ func (nopObserver) Delivered(string, *Envelope, int) {}
 func (nopObserver) SlowConsumer()                    {}
 func (nopObserver) Reset(string)                     {}
 func (nopObserver) Resumed(string)                   {}
+func (nopObserver) Refused(string)                   {}
 
 // Options configures a Hub.
 type Options struct {
@@ -88,6 +92,7 @@ type Hub struct {
 	nextLane atomic.Uint32
 
 	idleChannels
+	badEvents badEvents
 
 	closed    chan struct{} // closed by Close
 	closeOnce sync.Once
@@ -232,6 +237,12 @@ func (h *Hub) unsubscribe(s *subscriber) {
 // full is dropped.
 func (h *Hub) Deliver(m *broker.Message) {
 	h.opts.Observer.MessageReceived(m.Source)
+	if m.Event != "" {
+		if err := CheckEvent(m.Event); err != nil {
+			h.refuseEvent(m, err)
+			return
+		}
+	}
 	if h.opts.Replay != nil {
 		// before the fan-out: a subscriber that registered earlier and
 		// reads the cache later finds the message in one or the other
@@ -311,8 +322,12 @@ func resetMessage(channel, id, reason string) *broker.Message {
 	return &broker.Message{Channel: channel, ID: id, Event: eventReset, Data: data, Received: time.Now()}
 }
 
-// Publish publishes a message through the broker and returns its id.
+// Publish publishes a message through the broker and returns its id. An
+// event name CheckEvent refuses is an error, before anything is sent.
 func (h *Hub) Publish(ctx context.Context, channel, event string, data []byte, src broker.Source) (string, error) {
+	if err := CheckEvent(event); err != nil {
+		return "", err
+	}
 	return h.broker.Publish(ctx, channel, event, data, src)
 }
 

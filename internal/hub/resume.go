@@ -185,7 +185,7 @@ func (h *Hub) missed(ctx context.Context, channel, id string) ([]*broker.Message
 	switch {
 	case err == nil:
 		h.opts.Observer.Resumed("redis")
-		return msgs, ""
+		return h.validEvents(msgs), ""
 	case errors.Is(err, broker.ErrTrimmed):
 		return nil, "expired"
 	default:

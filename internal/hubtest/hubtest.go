@@ -131,6 +131,7 @@ func (*Observer) MessageReceived(broker.Source) {}
 func (*Observer) SlowConsumer()                 {}
 func (*Observer) Reset(string)                  {}
 func (*Observer) Resumed(string)                {}
+func (*Observer) Refused(string)                {}
 
 // CheckGoroutines fails the test if goroutines started from now on are
 // still running once it is over: a transport must not leave any behind

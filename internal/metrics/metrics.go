@@ -134,6 +134,8 @@ func (Observer) SlowConsumer() { m.slowDisconnects.Inc() }
 
 func (Observer) Reset(reason string) { m.resets.WithLabelValues(reason).Inc() }
 
+func (Observer) Refused(reason string) { Refuse(reason) }
+
 func (Observer) Resumed(from string) {
 	if from == "redis" {
 		m.resumeRedis.Inc()

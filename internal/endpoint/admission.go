@@ -3,7 +3,10 @@ package endpoint
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // admission counts open subscriptions, in total and per client IP, to
@@ -20,10 +23,7 @@ func (h *Endpoint) admit(r *http.Request) (release func(), err error) {
 	if lim.Connections == 0 && lim.PerIP == 0 {
 		return func() {}, nil
 	}
-	ip, _, splitErr := net.SplitHostPort(r.RemoteAddr)
-	if splitErr != nil {
-		ip = r.RemoteAddr
-	}
+	ip := clientKey(r)
 	a := h.admission
 	a.mu.Lock()
 	if (lim.Connections > 0 && a.total >= lim.Connections) || (lim.PerIP > 0 && a.perIP[ip] >= lim.PerIP) {
@@ -41,4 +41,28 @@ func (h *Endpoint) admit(r *http.Request) (release func(), err error) {
 		}
 		a.mu.Unlock()
 	}, nil
+}
+
+// clientKey is what per_ip counts r against: Caddy's client IP (the one
+// its trusted_proxies setting yields, as {client_ip}; the socket's peer
+// without it), with an IPv6 address reduced to its /64, the block one
+// subscriber line usually gets whole.
+func clientKey(r *http.Request) string {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if ip == "" {
+		var err error
+		if ip, _, err = net.SplitHostPort(r.RemoteAddr); err != nil {
+			ip = r.RemoteAddr
+		}
+	}
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	addr = addr.Unmap()
+	if addr.Is4() {
+		return addr.String()
+	}
+	prefix, _ := addr.WithZone("").Prefix(64)
+	return prefix.String()
 }

@@ -19,9 +19,23 @@ type Options struct {
 	// an event stream, before its header is written; the caller lifts
 	// write timeouts there.
 	OnStream func()
+	// Gate, if set, is asked once when the response turns out to be an
+	// event stream, before anything of it is written: a non-nil error
+	// refuses the stream. The upstream's header and body are then
+	// dropped, Refuse answers the client instead, and every later write
+	// fails with ErrRefused, so that the proxy stops and cancels the
+	// upstream request. The passthrough checks a request there when it
+	// did not ask for an event stream (no Accept: text/event-stream) but
+	// got one.
+	Gate   func() error
+	Refuse func(w http.ResponseWriter, err error)
 	// Logger receives debug logs; nil: none.
 	Logger *zap.Logger
 }
+
+// ErrRefused is what writes to a Writer return once its Gate refused the
+// stream.
+var ErrRefused = errors.New("event stream refused")
 
 // nopLogger is shared so that a Writer costs one allocation.
 var nopLogger = zap.NewNop()
@@ -43,9 +57,11 @@ var bom = []byte("\xEF\xBB\xBF")
 // untouched, at the cost of one allocation and a branch per call.
 //
 // The stream is recognised by the final status's header (any status that
-// allows a body, not only 200). A stream with a Content-Encoding other than
-// identity is flushed but gets no heartbeats: plain text spliced into
-// compressed bytes would corrupt them.
+// allows a body, not only 200). A stream the upstream sent with a
+// Content-Encoding other than identity is flushed but gets no heartbeats:
+// plain text spliced into compressed bytes would corrupt them. One that
+// Caddy's encode compresses on its way out gets them, through the
+// compressor, flushed.
 //
 // Heartbeats need no goroutine: one timer per stream fires at most once
 // per Heartbeat, at the time the stream would have been silent that long;
@@ -65,6 +81,7 @@ type Writer struct {
 	opts        Options
 	wroteHeader bool
 	stream      bool // set once, before the heartbeat timer starts
+	refused     bool // the Gate refused the stream
 
 	// mu serializes upstream writes with heartbeats, and guards the rest.
 	mu        sync.Mutex
@@ -92,6 +109,10 @@ func NewWriter(w http.ResponseWriter, opts Options) *Writer {
 	return &Writer{rw: w, opts: opts}
 }
 
+// Refused reports whether the Gate refused the stream: the client got
+// Refuse's answer, and the handler's error from writing is expected.
+func (w *Writer) Refused() bool { return w.refused }
+
 // Header returns the underlying writer's header map.
 func (w *Writer) Header() http.Header { return w.rw.Header() }
 
@@ -112,6 +133,19 @@ func (w *Writer) WriteHeader(code int) {
 		w.rw.WriteHeader(code)
 		return
 	}
+	if w.opts.Gate != nil {
+		if err := w.opts.Gate(); err != nil {
+			w.refused = true
+			clear(h) // nothing of the upstream's answer reaches the client
+			w.opts.Refuse(w.rw, err)
+			return
+		}
+	}
+	// Read before the next writer's WriteHeader: Caddy's encode sets
+	// Content-Encoding there when it compresses the stream, which the
+	// heartbeats then go through; only an upstream's own encoding rules
+	// them out.
+	upstreamEncoded := !identityEncoding(h.Get("Content-Encoding"))
 	w.stream = true
 	if h.Get("Cache-Control") == "" {
 		h.Set("Cache-Control", "no-cache")
@@ -128,7 +162,7 @@ func (w *Writer) WriteHeader(code int) {
 	_ = w.flush()
 	// Heartbeats splice plain text into the body, which would corrupt an
 	// upstream's compressed stream: such a stream is only flushed.
-	if w.opts.Heartbeat > 0 && identityEncoding(h.Get("Content-Encoding")) {
+	if w.opts.Heartbeat > 0 && !upstreamEncoded {
 		w.lastWrite = time.Now()
 		w.timer = time.AfterFunc(w.opts.Heartbeat, w.beat)
 	}
@@ -142,6 +176,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.stream {
+		if w.refused {
+			return 0, ErrRefused
+		}
 		return w.rw.Write(p)
 	}
 	w.mu.Lock()
@@ -247,6 +284,9 @@ func (w *Writer) FlushError() error {
 	}
 	if w.stream {
 		return nil
+	}
+	if w.refused {
+		return ErrRefused
 	}
 	return http.NewResponseController(w.rw).Flush()
 }

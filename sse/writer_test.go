@@ -476,3 +476,51 @@ func BenchmarkWriterStreamWrite(b *testing.B) {
 		_, _ = w.Write(p)
 	}
 }
+
+// A Gate that refuses an event stream drops the upstream's header and
+// body: the client gets Refuse's answer only, and the writes that follow
+// fail, so that the proxy stops. Answers that are no event stream never
+// ask the Gate.
+func TestWriterGate(t *testing.T) {
+	errNo := errors.New("no ticket")
+	for _, tc := range []struct {
+		name        string
+		contentType string
+		gate        error
+		wantStatus  int
+		wantBody    string
+		wantGated   bool
+	}{
+		{"stream refused", "text/event-stream", errNo, http.StatusUnauthorized, "refused: no ticket", true},
+		{"stream admitted", "text/event-stream", nil, http.StatusOK, "data: secret\n\n", true},
+		{"not a stream", "text/html", errNo, http.StatusOK, "data: secret\n\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gated := false
+			rec := httptest.NewRecorder()
+			w := NewWriter(rec, Options{
+				Gate: func() error { gated = true; return tc.gate },
+				Refuse: func(w http.ResponseWriter, err error) {
+					w.WriteHeader(http.StatusUnauthorized)
+					_, _ = io.WriteString(w, "refused: "+err.Error())
+				},
+			})
+			w.Header().Set("Content-Type", tc.contentType)
+			w.Header().Set("Set-Cookie", "upstream=1")
+			w.WriteHeader(http.StatusOK)
+			_, werr := w.Write([]byte("data: secret\n\n"))
+			ferr := w.FlushError()
+			w.Close()
+			if gated != tc.wantGated || rec.Code != tc.wantStatus || rec.Body.String() != tc.wantBody {
+				t.Fatalf("gated %v, status %d, body %q; want %v, %d, %q", gated, rec.Code, rec.Body.String(), tc.wantGated, tc.wantStatus, tc.wantBody)
+			}
+			refused := tc.gate != nil && tc.wantGated
+			if w.Refused() != refused || errors.Is(werr, ErrRefused) != refused || errors.Is(ferr, ErrRefused) != refused {
+				t.Fatalf("Refused %v, Write error %v, Flush error %v; want refused %v", w.Refused(), werr, ferr, refused)
+			}
+			if refused && rec.Header().Get("Set-Cookie") != "" {
+				t.Fatal("the upstream's header reached the refused client")
+			}
+		})
+	}
+}

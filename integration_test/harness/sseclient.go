@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/klauspost/compress/zstd"
 	"io"
 	"net/http"
 	"strconv"
@@ -192,30 +193,39 @@ func (r *SSEReader) HeadersAt() time.Time {
 	}
 }
 
-// DecodedBody is resp's body, gunzipped if Content-Encoding is gzip. The
-// gzip header is read on the first Read, not here, so a stream whose
-// first bytes are late does not block the caller.
+// DecodedBody is resp's body, decoded if its Content-Encoding is gzip or
+// zstd. The decoder reads its first bytes on the first Read, not here, so
+// a stream whose first bytes are late does not block the caller.
 func DecodedBody(resp *http.Response) io.Reader {
-	if !strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
-		return resp.Body
+	switch strings.ToLower(resp.Header.Get("Content-Encoding")) {
+	case "gzip":
+		return &lazyDecoder{src: resp.Body, open: func(r io.Reader) (io.Reader, error) { return gzip.NewReader(r) }}
+	case "zstd":
+		return &lazyDecoder{src: resp.Body, open: func(r io.Reader) (io.Reader, error) {
+			// one goroutine, no read-ahead: each flushed block is
+			// decoded as it arrives
+			return zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+		}}
 	}
-	return &lazyGzip{src: resp.Body}
+	return resp.Body
 }
 
-type lazyGzip struct {
-	src io.Reader
-	zr  *gzip.Reader
+// lazyDecoder opens its decoder on the first Read.
+type lazyDecoder struct {
+	src  io.Reader
+	open func(io.Reader) (io.Reader, error)
+	dec  io.Reader
 }
 
-func (l *lazyGzip) Read(p []byte) (int, error) {
-	if l.zr == nil {
-		zr, err := gzip.NewReader(l.src)
+func (l *lazyDecoder) Read(p []byte) (int, error) {
+	if l.dec == nil {
+		dec, err := l.open(l.src)
 		if err != nil {
-			return 0, fmt.Errorf("gzip: %w", err)
+			return 0, fmt.Errorf("decoding the body: %w", err)
 		}
-		l.zr = zr
+		l.dec = dec
 	}
-	return l.zr.Read(p)
+	return l.dec.Read(p)
 }
 
 // Close ends the request (closing the body). Safe to call more than once.

@@ -8,6 +8,7 @@ import (
 	"github.com/caddy-realtime/realtime/sse"
 	"github.com/caddy-realtime/realtime/ws"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 )
 
 // liftDeadlines removes the server's read and write timeouts for a
@@ -41,32 +42,64 @@ func (h *Endpoint) streamContext(r *http.Request) (context.Context, context.Canc
 // passthrough serves a request the hub does not answer: the next handler
 // answers, with event streams unbuffered and kept alive, and protocol
 // switches (WebSocket or any other upgrade a proxy would pass on) only
-// after the Origin (and ticket) checks.
+// after the Origin (and ticket) checks. An event stream the request did
+// not ask for (no Accept: text/event-stream) is checked when the
+// upstream's answer turns out to be one: refused, it never reaches the
+// client, and the upstream request is cancelled.
 func (h *Endpoint) passthrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if ws.SwitchesProtocol(r) || wantsSSE(r) {
-		if err := h.origins.Check(r); err != nil {
-			return fromAuthError(err)
-		}
-		if _, err := h.authorizeSubscribe(r, nil); err != nil {
+	checkFirst := ws.SwitchesProtocol(r) || wantsSSE(r)
+	if checkFirst {
+		if err := h.checkPassthrough(r); err != nil {
 			return err
 		}
 		if h.tickets != nil {
 			stripTicket(r)
 		}
 	}
-	if wantsSSE(r) {
-		// an event stream ends when this handler is cleaned up (reload,
-		// stop), so the old server's shutdown does not wait for it; the
-		// client reconnects to the new config
-		ctx, cancel := h.streamContext(r)
+	// an event stream (whatever the request asked for) ends when this
+	// handler is cleaned up (reload, stop), so the old server's shutdown
+	// does not wait for it; the client reconnects to the new config
+	cancel := func() {}
+	if !ws.SwitchesProtocol(r) {
+		var ctx context.Context
+		ctx, cancel = h.streamContext(r)
 		defer cancel()
 		r = r.WithContext(ctx)
 	}
-	sw := sse.NewWriter(w, sse.Options{
+	opts := sse.Options{
 		Heartbeat: h.heartbeat,
 		OnStream:  func() { liftDeadlines(w, r) },
 		Logger:    h.logger,
-	})
+	}
+	if !checkFirst {
+		opts.Gate = func() error { return h.checkPassthrough(r) }
+		opts.Refuse = func(w http.ResponseWriter, err error) {
+			cancel() // the upstream request
+			if !h.writeRefusal(w, r, err) {
+				h.logger.Error("checking an event stream", zap.Error(err))
+				w.Header().Set("Content-Length", "0")
+				w.WriteHeader(http.StatusInternalServerError)
+			}
+			// out before the proxy, failing to write the upstream's
+			// body, aborts the connection
+			_ = http.NewResponseController(w).Flush()
+		}
+	}
+	sw := sse.NewWriter(w, opts)
 	defer sw.Close()
-	return next.ServeHTTP(sw, r)
+	err := next.ServeHTTP(sw, r)
+	if sw.Refused() {
+		return nil // the proxy's error from writing: the client has its answer
+	}
+	return err
+}
+
+// checkPassthrough runs the Origin and ticket checks of a passthrough
+// request that switches protocols or gets an event stream.
+func (h *Endpoint) checkPassthrough(r *http.Request) error {
+	if err := h.origins.Check(r); err != nil {
+		return fromAuthError(err)
+	}
+	_, err := h.authorizeSubscribe(r, nil)
+	return err
 }

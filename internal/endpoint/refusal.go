@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"github.com/caddy-realtime/realtime/internal/metrics"
+	"io"
 	"net/http"
+	"strconv"
 
 	"go.uber.org/zap"
 )
@@ -46,8 +48,10 @@ func (h *Endpoint) writeRefusal(w http.ResponseWriter, r *http.Request, err erro
 	if rf.retryAfter || rf.status == http.StatusServiceUnavailable {
 		hdr.Set("Retry-After", "5")
 	}
+	body := rf.reason + "\n"
+	hdr.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(rf.status)
-	_, _ = w.Write([]byte(rf.reason + "\n"))
+	_, _ = io.WriteString(w, body)
 	return true
 }
 

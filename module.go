@@ -230,6 +230,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// shutdown has waited for every request in flight
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
 		srv.RegisterOnShutdown(h.endpoint.Shutdown)
+		if servesHTTP3(srv) {
+			for _, w := range idleOverHTTP3(h.heartbeat, time.Duration(h.LongpollTimeout), h.Hub) {
+				h.logger.Warn(w)
+			}
+		}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,7 +32,18 @@ const (
 	// per-stream cost over HTTP/2, where a stream cannot leave its
 	// request)
 	tSSEH2 = "sseh2"
+	// The TLS loads (see tls.go): SSE over HTTP/2 on a TLS connection per
+	// subscriber, WebSocket over TLS, and SSE over HTTP/3 (the hub; Nchan,
+	// which has no HTTP/3, serves that load over HTTP/2 as the reference).
+	tSSETLS = "sseh2tls"
+	tWSS    = "wss"
+	tSSEH3  = "sseh3"
 )
+
+// isTLS reports whether transport is one of the TLS loads.
+func isTLS(transport string) bool {
+	return transport == tSSETLS || transport == tWSS || transport == tSSEH3
+}
 
 // Ways to publish.
 const (
@@ -44,6 +56,8 @@ const (
 type target struct {
 	Kind       string // "hub" or "nchan"
 	Addr       string // 127.0.0.1:port
+	TLSAddr    string // 127.0.0.1:port of the TLS listener (HTTP/3 too, for the hub)
+	TLS        *tls.Config
 	Admin      string // Caddy's admin address (hub only), for profiles
 	SubPath    string // "/hub" or "/sub"
 	PubPath    string // "/hub" or "/pub"
@@ -255,13 +269,21 @@ func (sw *swarm) runSub(ctx context.Context, s *sub, ready func(error)) error {
 		return sw.runLongPoll(ctx, s, ready)
 	case tSSEH2:
 		return sw.runSSEH2(ctx, s, ready)
+	case tSSETLS:
+		return sw.runSSETLS(ctx, s, ready)
+	case tSSEH3:
+		return sw.runSSEH3(ctx, s, ready)
+	case tWSS:
+		return sw.runWS(ctx, s, ready)
 	default:
 		return sw.runSSE(ctx, s, ready)
 	}
 }
 
-func (sw *swarm) subURL(scheme string) string {
-	return fmt.Sprintf("%s://%s%s?channel=%s", scheme, sw.tgt.Addr, sw.tgt.SubPath, url.QueryEscape(sw.spec.Channel))
+func (sw *swarm) subURL(scheme string) string { return sw.subURLAt(scheme, sw.tgt.Addr) }
+
+func (sw *swarm) subURLAt(scheme, addr string) string {
+	return fmt.Sprintf("%s://%s%s?channel=%s", scheme, addr, sw.tgt.SubPath, url.QueryEscape(sw.spec.Channel))
 }
 
 // h2cClient is shared by every HTTP/2 subscriber: Go opens another
@@ -369,7 +391,8 @@ func (sw *swarm) runSSE(ctx context.Context, s *sub, ready func(error)) error {
 	}
 }
 
-// runWS is one WebSocket subscriber (gorilla/websocket).
+// runWS is one WebSocket subscriber (gorilla/websocket), over TLS for
+// the wss load.
 func (sw *swarm) runWS(ctx context.Context, s *sub, ready func(error)) error {
 	d := websocket.Dialer{
 		NetDialContext:   dialer().DialContext,
@@ -377,8 +400,13 @@ func (sw *swarm) runWS(ctx context.Context, s *sub, ready func(error)) error {
 		ReadBufferSize:   2048,
 		WriteBufferSize:  512,
 	}
+	u := sw.subURL("ws")
+	if sw.spec.Transport == tWSS {
+		d.TLSClientConfig = sw.clientTLS("http/1.1")
+		u = sw.subURLAt("wss", sw.tgt.TLSAddr)
+	}
 	hctx, hcancel := context.WithTimeout(ctx, 15*time.Second)
-	c, resp, err := d.DialContext(hctx, sw.subURL("ws"), nil)
+	c, resp, err := d.DialContext(hctx, u, nil)
 	hcancel()
 	if err != nil {
 		if resp != nil {

@@ -39,6 +39,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -95,6 +96,7 @@ type row struct {
 	ConnectFails int          `json:"connect_failures"`
 	ConnectErr   string       `json:"connect_error,omitempty"`
 	ConnectSecs  float64      `json:"connect_seconds"`
+	ConnectCPU   float64      `json:"connect_server_cpu_seconds"`
 	RSSIdle      int64        `json:"server_rss_idle_bytes"`
 	RSSConnected int64        `json:"server_rss_connected_bytes"`
 	RSSPerSub    float64      `json:"server_rss_per_subscriber_bytes"`
@@ -231,12 +233,18 @@ func run() int {
 		{Label: "1,000 SSE @ 20 msg/s", N: 1000, Transport: tSSE, Rate: 20},
 		{Label: "10,000 SSE @ 5 msg/s", N: 10000, Transport: tSSE, Rate: 5},
 		{Label: "10,000 WS @ 5 msg/s", N: 10000, Transport: tWS, Rate: 5},
-		{Label: "10,000 SSE/h2 @ 5 msg/s", N: 10000, Transport: tSSEH2, Rate: 5},
+		{Label: "10,000 SSE/h2c @ 5 msg/s", N: 10000, Transport: tSSEH2, Rate: 5},
+		// what browsers reach: HTTPS (2 msg/s: at 5/s the load generator,
+		// which decrypts too, saturates these 2 cores with the servers)
+		{Label: "10,000 SSE/h2+TLS @ 2 msg/s", N: 10000, Transport: tSSETLS, Rate: 2},
+		{Label: "10,000 WS/TLS @ 2 msg/s", N: 10000, Transport: tWSS, Rate: 2},
+		{Label: "2,000 SSE/h3 @ 2 msg/s", N: 2000, Transport: tSSEH3, Rate: 2},
 	}
 	if cfg.quick {
 		loads = []loadDef{
 			{Label: "1,000 SSE @ 20 msg/s", N: 1000, Transport: tSSE, Rate: 20},
 			{Label: "1,000 WS @ 5 msg/s", N: 1000, Transport: tWS, Rate: 5},
+			{Label: "500 SSE/h2+TLS @ 2 msg/s", N: 500, Transport: tSSETLS, Rate: 2},
 		}
 	}
 	if n := os.Getenv("BENCH_LOADS"); n != "" {
@@ -245,6 +253,11 @@ func run() int {
 	rep.Loads = loads
 
 	env := &runEnv{cfg: cfg, dir: dir, redis: redis, nginx: nginxBin, nchanMod: nchanMod, nchanErr: nchanErr, logf: logf}
+	if slices.ContainsFunc(loads, func(ld loadDef) bool { return isTLS(ld.Transport) }) {
+		if env.tls, err = makeTLS(dir); err != nil {
+			logf("no certificate for the TLS loads: %v", err)
+		}
+	}
 	if cfg.want("hub") || cfg.want("nchan") {
 		for li, ld := range loads {
 			for _, sd := range servers {
@@ -260,6 +273,10 @@ func run() int {
 				}
 				// HTTP/2 is measured for its memory: the hub, one broker
 				if ld.Transport == tSSEH2 && (sd.Kind != "hub" || sd.Pub != pubRedisPublish) {
+					continue
+				}
+				// TLS: Nchan and the hub on Redis PUBLISH, as deployed
+				if isTLS(ld.Transport) && sd.Kind == "hub" && sd.Pub != pubRedisPublish {
 					continue
 				}
 				r := env.runLoad(ctx, ld, sd)
@@ -373,13 +390,14 @@ func parseLoads(s string, def []loadDef) []loadDef {
 		if err1 != nil || err2 != nil || n <= 0 || r <= 0 {
 			continue
 		}
-		t := map[string]string{"sse": tSSE, "ws": tWS, "longpoll": tLongPoll, "sseh2": tSSEH2}[f[0]]
+		t := map[string]string{"sse": tSSE, "ws": tWS, "longpoll": tLongPoll, "sseh2": tSSEH2,
+			"sseh2tls": tSSETLS, "wss": tWSS, "sseh3": tSSEH3}[f[0]]
 		if t == "" {
 			continue
 		}
-		label := strings.ToUpper(f[0])
-		if t == tSSEH2 {
-			label = "SSE/h2"
+		label := map[string]string{tSSEH2: "SSE/h2c", tSSETLS: "SSE/h2+TLS", tWSS: "WS/TLS", tSSEH3: "SSE/h3"}[t]
+		if label == "" {
+			label = strings.ToUpper(f[0])
 		}
 		out = append(out, loadDef{Label: fmt.Sprintf("%d %s @ %g msg/s", n, label, r), N: n, Transport: t, Rate: r})
 	}
@@ -396,6 +414,7 @@ type runEnv struct {
 	nginx    string
 	nchanMod string
 	nchanErr string
+	tls      *tlsFiles // the certificate of the TLS loads; nil: none
 	logf     func(string, ...any)
 }
 
@@ -411,14 +430,13 @@ func (e *runEnv) startServer(ctx context.Context, sd serverDef, tag string) (*se
 		if e.nchanErr != "" {
 			return nil, fmt.Errorf("%s", e.nchanErr)
 		}
-		ns, err := startNchan(ctx, e.nginx, e.nchanMod, e.dir)
+		ns, err := startNchan(ctx, e.nginx, e.nchanMod, e.dir, e.tls)
 		if err != nil {
 			return nil, fmt.Errorf("nchan unavailable: %w", err)
 		}
-		return &server{
-			tgt:  target{Kind: "nchan", Addr: fmt.Sprintf("127.0.0.1:%d", ns.port), SubPath: "/sub", PubPath: "/pub", PID: ns.cmd.Process.Pid},
-			stop: ns.stop, log: ns.log,
-		}, nil
+		t := target{Kind: "nchan", Addr: fmt.Sprintf("127.0.0.1:%d", ns.port), SubPath: "/sub", PubPath: "/pub", PID: ns.cmd.Process.Pid}
+		e.setTLS(&t, ns.tlsPort)
+		return &server{tgt: t, stop: ns.stop, log: ns.log}, nil
 	}
 	redisLine := ""
 	if sd.Redis {
@@ -428,12 +446,13 @@ func (e *runEnv) startServer(ctx context.Context, sd serverDef, tag string) (*se
 		redisLine = "\t\tredis redis://" + e.redis.addr + "\n"
 	}
 	site := fmt.Sprintf("\trealtime /hub* {\n\t\thub\n%s\t\tpublish_key benchsecret\n\t\tlimits {\n\t\t\tconnections 1000000\n\t\t\tper_ip 1000000\n\t\t}\n\t}", redisLine)
-	cs, err := startCaddy(ctx, e.cfg.caddyBin, e.dir, tag, site)
+	cs, err := startCaddy(ctx, e.cfg.caddyBin, e.dir, tag, site, e.tls)
 	if err != nil {
 		return nil, fmt.Errorf("hub unavailable: %w", err)
 	}
 	t := target{Kind: "hub", Addr: fmt.Sprintf("127.0.0.1:%d", cs.port), Admin: cs.admin, SubPath: "/hub", PubPath: "/hub",
 		PublishKey: "benchsecret", Prefix: "realtime:", PID: cs.cmd.Process.Pid}
+	e.setTLS(&t, cs.tlsPort)
 	if e.redis != nil {
 		t.RedisAddr = e.redis.addr
 		if sd.Redis {
@@ -443,10 +462,23 @@ func (e *runEnv) startServer(ctx context.Context, sd serverDef, tag string) (*se
 	return &server{tgt: t, stop: cs.stop, log: cs.logPath}, nil
 }
 
+// setTLS records the TLS listener of a server, if it has one.
+func (e *runEnv) setTLS(t *target, port int) {
+	if port != 0 && e.tls != nil {
+		t.TLSAddr, t.TLS = fmt.Sprintf("127.0.0.1:%d", port), e.tls.client
+	}
+}
+
 var runSeq int
 
-func (e *runEnv) connectRate(n int) float64 {
-	if n <= 1000 {
+// connectRate is the offered rate of new subscribers: TLS subscribers
+// come at 1,000/s, as a reconnect storm after a deploy would (each a
+// full handshake).
+func (e *runEnv) connectRate(ld loadDef) float64 {
+	switch {
+	case isTLS(ld.Transport):
+		return 1000
+	case ld.N <= 1000:
 		return 2000
 	}
 	return 2500
@@ -470,11 +502,20 @@ func (e *runEnv) runLoad(ctx context.Context, ld loadDef, sd serverDef) *row {
 		stack0, heap0 = goMem(srv.tgt.Admin)
 	}
 	spec := loadSpec{N: ld.N, Transport: ld.Transport, Channel: fmt.Sprintf("bench-%d", runSeq),
-		ConnectRate: e.connectRate(ld.N), ConnectConc: 256}
-	t0 := time.Now()
+		ConnectRate: e.connectRate(ld), ConnectConc: 256}
+	if ld.Transport == tSSEH3 && sd.Kind == "nchan" {
+		spec.Transport = tSSETLS // nginx 1.22 has no HTTP/3: the reference is HTTP/2
+		r.Server += ", over HTTP/2"
+	}
+	if isTLS(ld.Transport) && srv.tgt.TLSAddr == "" {
+		r.Unavailable = "no TLS listener"
+		return r
+	}
+	t0, cpu0 := time.Now(), cpuSeconds(srv.tgt.PID)
 	sw := connectSwarm(ctx, srv.tgt, spec)
 	defer sw.close()
 	r.ConnectSecs = time.Since(t0).Seconds()
+	r.ConnectCPU = cpuSeconds(srv.tgt.PID) - cpu0
 	r.Connected, r.ConnectFails, r.ConnectErr = len(sw.live), sw.fails, sw.failErr
 	e.logf("  connected %d/%d in %.1fs (failures %d%s)", r.Connected, ld.N, r.ConnectSecs, r.ConnectFails, errSuffix(sw.failErr))
 	if r.Connected == 0 {

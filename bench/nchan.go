@@ -88,17 +88,28 @@ func tailString(s string, n int) string {
 }
 
 type nginxServer struct {
-	cmd  *exec.Cmd
-	port int
-	log  string
+	cmd     *exec.Cmd
+	port    int
+	tlsPort int // 0 without TLS
+	log     string
 }
 
 // startNchan runs nginx in the foreground with one worker, Nchan publisher
-// at /pub and subscriber at /sub, everything in dir, loopback only.
-func startNchan(ctx context.Context, nginx, module, dir string) (*nginxServer, error) {
+// at /pub and subscriber at /sub, everything in dir, loopback only; with
+// tlsf also on a TLS port (TLS 1.3, HTTP/2) with that certificate.
+func startNchan(ctx context.Context, nginx, module, dir string, tlsf *tlsFiles) (*nginxServer, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
+	}
+	tlsListen, tlsPort := "", 0
+	if tlsf != nil {
+		if tlsPort, err = freePort(); err != nil {
+			return nil, err
+		}
+		// Debian's nginx 1.22 takes http2 on the listen line
+		tlsListen = fmt.Sprintf("listen 127.0.0.1:%d ssl http2 backlog=4096;\n\t\tssl_certificate %s;\n\t\tssl_certificate_key %s;\n\t\tssl_protocols TLSv1.3;\n\t\tssl_session_tickets off;",
+			tlsPort, tlsf.cert, tlsf.key)
 	}
 	nd := filepath.Join(dir, fmt.Sprintf("nginx-%d", port))
 	for _, sub := range []string{"", "tmp", "logs"} {
@@ -130,6 +141,7 @@ http {
 	keepalive_requests 1000000;
 	server {
 		listen 127.0.0.1:%[4]d backlog=4096;
+		%[5]s
 		location = /pub {
 			nchan_publisher;
 			nchan_channel_id $arg_channel;
@@ -141,7 +153,7 @@ http {
 		}
 	}
 }
-`, module, user, nd, port)
+`, module, user, nd, port, tlsListen)
 	confPath := filepath.Join(nd, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -151,11 +163,16 @@ http {
 	if err != nil {
 		return nil, err
 	}
-	if err := waitPort(ctx, fmt.Sprintf("127.0.0.1:%d", port), c, 10*time.Second); err != nil {
-		stopProc(c, 2*time.Second)
-		return nil, fmt.Errorf("nginx: %w\n%s\n%s", err, tailFile(logPath, 10), tailFile(filepath.Join(nd, "logs", "error.log"), 10))
+	for _, p := range []int{port, tlsPort} {
+		if p == 0 {
+			continue
+		}
+		if err := waitPort(ctx, fmt.Sprintf("127.0.0.1:%d", p), c, 10*time.Second); err != nil {
+			stopProc(c, 2*time.Second)
+			return nil, fmt.Errorf("nginx: %w\n%s\n%s", err, tailFile(logPath, 10), tailFile(filepath.Join(nd, "logs", "error.log"), 10))
+		}
 	}
-	return &nginxServer{cmd: c, port: port, log: filepath.Join(nd, "logs", "error.log")}, nil
+	return &nginxServer{cmd: c, port: port, tlsPort: tlsPort, log: filepath.Join(nd, "logs", "error.log")}, nil
 }
 
 func (s *nginxServer) stop() { stopProc(s.cmd, 5*time.Second) }

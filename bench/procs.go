@@ -326,13 +326,16 @@ func startRedis(ctx context.Context, dir string) (*redisServer, error) {
 type caddyServer struct {
 	cmd     *exec.Cmd
 	port    int
+	tlsPort int // 0 without TLS
 	admin   string
 	logPath string
 }
 
 // startCaddy writes a Caddyfile with the given site body and runs it.
-// site is the body of the `:<port>` block.
-func startCaddy(ctx context.Context, bin, dir, name, site string) (*caddyServer, error) {
+// site is the body of the `:<port>` block; with tlsf it also serves the
+// same body on a TLS port with that certificate, over HTTP/1.1, HTTP/2
+// and HTTP/3.
+func startCaddy(ctx context.Context, bin, dir, name, site string, tlsf *tlsFiles) (*caddyServer, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -341,13 +344,21 @@ func startCaddy(ctx context.Context, bin, dir, name, site string) (*caddyServer,
 	if err != nil {
 		return nil, err
 	}
+	tlsSite := ""
+	tlsPort := 0
+	if tlsf != nil {
+		if tlsPort, err = freePort(); err != nil {
+			return nil, err
+		}
+		tlsSite = fmt.Sprintf("\nhttps://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls %s %s\n%s\n}\n", tlsPort, tlsf.cert, tlsf.key, site)
+	}
 	cf := fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	auto_https off
 	persist_config off
 	default_bind 127.0.0.1
 	servers {
-		protocols h1 h2 h2c
+		protocols h1 h2 h2c h3
 	}
 	log {
 		level ERROR
@@ -358,7 +369,7 @@ func startCaddy(ctx context.Context, bin, dir, name, site string) (*caddyServer,
 	bind 127.0.0.1
 %s
 }
-`, admin, port, site)
+%s`, admin, port, site, tlsSite)
 	cfPath := filepath.Join(dir, name+".Caddyfile")
 	if err := os.WriteFile(cfPath, []byte(cf), 0o644); err != nil {
 		return nil, err
@@ -368,10 +379,15 @@ func startCaddy(ctx context.Context, bin, dir, name, site string) (*caddyServer,
 	if err != nil {
 		return nil, err
 	}
-	s := &caddyServer{cmd: c, port: port, admin: fmt.Sprintf("127.0.0.1:%d", admin), logPath: logPath}
-	if err := waitPort(ctx, fmt.Sprintf("127.0.0.1:%d", port), c, 20*time.Second); err != nil {
-		stopProc(c, 2*time.Second)
-		return nil, fmt.Errorf("caddy %s: %w\n%s", name, err, tailFile(logPath, 15))
+	s := &caddyServer{cmd: c, port: port, tlsPort: tlsPort, admin: fmt.Sprintf("127.0.0.1:%d", admin), logPath: logPath}
+	for _, p := range []int{port, tlsPort} {
+		if p == 0 {
+			continue
+		}
+		if err := waitPort(ctx, fmt.Sprintf("127.0.0.1:%d", p), c, 20*time.Second); err != nil {
+			stopProc(c, 2*time.Second)
+			return nil, fmt.Errorf("caddy %s: %w\n%s", name, err, tailFile(logPath, 15))
+		}
 	}
 	return s, nil
 }

@@ -156,7 +156,7 @@ func fmtRounds(v []float64) string {
 
 func printRows(w io.Writer, rows []*row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "load\tserver\tconnected\tconn fail\tp50 ms\tp99 ms\tmax ms\tlost\tdup\tCPU s\tRSS max MB\tKB/sub\tgen CPU s\t")
+	fmt.Fprintln(tw, "load\tserver\tconnected\tconn fail\tconn s\tconn CPU s\tp50 ms\tp99 ms\tmax ms\tlost\tdup\tCPU s\tRSS max MB\tKB/sub\tgen CPU s\t")
 	// baseline per load
 	base := map[string]*row{}
 	for _, r := range rows {
@@ -167,7 +167,7 @@ func printRows(w io.Writer, rows []*row) {
 	last := ""
 	for _, r := range rows {
 		if r.Load != last && last != "" {
-			fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t\t\t\t\t\t")
+			fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t")
 		}
 		last = r.Load
 		if r.Round == nil {
@@ -179,7 +179,7 @@ func printRows(w io.Writer, rows []*row) {
 			if strings.HasPrefix(why, "nchan unavailable") {
 				short = "nchan unavailable"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\t\t\t\t\t\t\t\t\t\n", r.Load, r.Server, r.Connected, r.N, r.ConnectFails, short)
+			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\t\t\t\t\t\t\t\t\t\t\t\n", r.Load, r.Server, r.Connected, r.N, r.ConnectFails, short)
 			continue
 		}
 		b := base[r.Load]
@@ -191,9 +191,11 @@ func printRows(w io.Writer, rows []*row) {
 			bb, br = *b, *b.Round
 		}
 		x := r.Round
-		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t\n", r.Load, r.Server,
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t\n", r.Load, r.Server,
 			r.Connected, r.N,
 			cell("%.0f", float64(r.ConnectFails), float64(bb.ConnectFails), hb, isBase),
+			cell("%.1f", r.ConnectSecs, bb.ConnectSecs, hb, isBase),
+			cell("%.2f", r.ConnectCPU, bb.ConnectCPU, hb, isBase),
 			cell("%.2f", x.P50, br.P50, hb, isBase),
 			cell("%.2f", x.P99, br.P99, hb, isBase),
 			cell("%.1f", x.Max, br.Max, hb, isBase),

@@ -77,6 +77,13 @@ type StreamOptions struct {
 	// DirectWrites lets the hub's fan-out write to a detached stream's
 	// socket itself while the stream is idle (see rawconn).
 	DirectWrites bool
+	// BeneathIdle, when set, is the writer beneath the server's idle
+	// write timeout, which a stream served in place (HTTP/2, HTTP/3)
+	// writes to instead, bounding its writes by IdleTimeout itself at a
+	// fraction of the cost (see stream.ResponseBeneathIdle). It needs a
+	// Heartbeat.
+	BeneathIdle http.ResponseWriter
+	IdleTimeout time.Duration
 }
 
 // ErrDetached is what ServeStream returns once it handed the stream over
@@ -107,7 +114,11 @@ func ServeStream(ctx context.Context, w http.ResponseWriter, ss *hub.Session, op
 			return ErrDetached
 		}
 	}
-	return stream.New(ss, f, stream.Response(w), wopts).Serve(ctx)
+	out := stream.Response(w)
+	if opts.BeneathIdle != nil && opts.Heartbeat > 0 && opts.IdleTimeout > 0 {
+		out = stream.ResponseBeneathIdle(opts.BeneathIdle, opts.IdleTimeout, opts.Heartbeat)
+	}
+	return stream.New(ss, f, out, wopts).Serve(ctx)
 }
 
 // serveDetached runs a detached stream to its end and closes the

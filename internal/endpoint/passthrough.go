@@ -30,6 +30,30 @@ func liftDeadlines(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetReadDeadline(time.Time{})
 }
 
+// beneathIdleWriter returns the writer beneath Caddy's idle write
+// timeout writer and that writer, for a hub stream to write to directly
+// (see stream.ResponseBeneathIdle), or nil when w does not reach it
+// through wrappers a stream may skip: Caddy's access log recorder only
+// (which then logs the header, not the streamed bytes, as for a stream
+// that left its request); an encoder, for one, must see every byte.
+func beneathIdleWriter(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *caddyhttp.IdleTimeoutWriter) {
+	_, iw := caddyhttp.IdleTimeoutsFromContext(r.Context())
+	if iw == nil || iw.ResponseWriterWrapper == nil || iw.Deadline.MinRate > 0 {
+		return nil, nil
+	}
+	for w != http.ResponseWriter(iw) {
+		if _, ok := w.(caddyhttp.ResponseRecorder); !ok {
+			return nil, nil
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return nil, nil
+		}
+		w = u.Unwrap()
+	}
+	return iw.ResponseWriterWrapper.ResponseWriter, iw
+}
+
 // streamContext is r's context, also cancelled when this handler is
 // cleaned up (a config reload or stop), so that open streams end at once
 // and the old server's shutdown does not wait for them.

@@ -101,6 +101,9 @@ func (h *Endpoint) serveSSE(w http.ResponseWriter, r *http.Request, l *lease) er
 		// the handler's Cleanup waits for them to send their retry hint
 		opts.Detach = l.detach(&h.streams)
 	}
+	if beneath, iw := beneathIdleWriter(w, r); beneath != nil {
+		opts.BeneathIdle, opts.IdleTimeout = beneath, iw.Deadline.Timeout
+	}
 	err := sse.ServeStream(r.Context(), w, l.session, opts)
 	if errors.Is(err, sse.ErrDetached) {
 		return errDetached

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/caddy-realtime/realtime/internal/rawconn"
 )
@@ -50,6 +51,35 @@ func writeFlush(w http.ResponseWriter, rc *http.ResponseController, b []byte) er
 		return err
 	}
 	return nil
+}
+
+// ResponseBeneathIdle is Response for a writer that lies beneath the
+// server's idle write timeout (Caddy's IdleTimeoutWriter, which sets a
+// write deadline before every write and, over HTTP/2, clears it after:
+// two round trips to the connection's serve goroutine per message). It
+// bounds writes itself, with one deadline update per timeout/2 at most:
+// each write makes sure the deadline lies at least gap+timeout/2 ahead,
+// pushing it to gap+timeout, where gap is the longest the stream stays
+// silent (its heartbeat). A stream that keeps writing never reaches its
+// deadline; a write the client does not take is cut within gap+timeout.
+func ResponseBeneathIdle(w http.ResponseWriter, timeout, gap time.Duration) Out {
+	return &idleResponseOut{responseOut: responseOut{w: w, rc: http.NewResponseController(w)}, timeout: timeout, gap: gap}
+}
+
+type idleResponseOut struct {
+	responseOut
+	timeout, gap time.Duration
+	deadline     time.Time
+}
+
+func (o *idleResponseOut) write(b []byte) error {
+	if now := time.Now(); o.deadline.Sub(now) < o.gap+o.timeout/2 {
+		o.deadline = now.Add(o.gap + o.timeout)
+		if err := o.rc.SetWriteDeadline(o.deadline); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return err
+		}
+	}
+	return writeFlush(o.w, o.rc, b)
 }
 
 // Frames writes each buffer to c as it is (WebSocket frames).

@@ -3,6 +3,8 @@ package stream
 import (
 	"bytes"
 	"net"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,3 +66,47 @@ type discardConn struct{ net.Conn }
 
 func (discardConn) Write(b []byte) (int, error)      { return len(b), nil }
 func (discardConn) SetWriteDeadline(time.Time) error { return nil }
+
+// deadlineWriter records the write deadlines set on it.
+type deadlineWriter struct {
+	httptest.ResponseRecorder
+	deadlines []time.Time
+}
+
+func (w *deadlineWriter) SetWriteDeadline(t time.Time) error {
+	w.deadlines = append(w.deadlines, t)
+	return nil
+}
+
+// A stream beneath the idle write timeout sets its write deadline once
+// per timeout/2 at most, never a deadline its next write (within gap)
+// could pass, and always one that cuts a stuck write within gap+timeout.
+func TestResponseBeneathIdleDeadlines(t *testing.T) {
+	w := &deadlineWriter{ResponseRecorder: *httptest.NewRecorder()}
+	const timeout, gap = time.Hour, time.Minute
+	o := ResponseBeneathIdle(w, timeout, gap)
+	start := time.Now()
+	for range 100 {
+		if err := o.write([]byte("data: x\n\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(w.deadlines) != 1 {
+		t.Fatalf("%d deadlines set for 100 writes in a moment, want 1", len(w.deadlines))
+	}
+	if d := w.deadlines[0].Sub(start); d < gap+timeout/2 || d > gap+timeout+time.Second {
+		t.Fatalf("deadline %v ahead, want between gap+timeout/2 and gap+timeout", d)
+	}
+	// once less than gap+timeout/2 is left, the next write pushes it
+	io := o.(*idleResponseOut)
+	io.deadline = time.Now().Add(gap + timeout/2 - time.Second)
+	if err := o.write([]byte("data: y\n\n")); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.deadlines) != 2 || time.Until(w.deadlines[1]) < gap+timeout-time.Second {
+		t.Fatalf("deadlines %v: want a second one gap+timeout ahead", w.deadlines)
+	}
+	if got := w.Body.String(); got != strings.Repeat("data: x\n\n", 100)+"data: y\n\n" {
+		t.Fatalf("body %q", got)
+	}
+}

@@ -540,6 +540,7 @@ func (e *runEnv) runLoad(ctx context.Context, ld loadDef, sd serverDef) *row {
 	m := int(ld.Rate*e.cfg.secs + 0.5)
 	if e.cfg.profile && srv.tgt.Admin != "" {
 		name := strings.NewReplacer(" ", "", ",", "", "/", "-", "@", "at", "×", "x").Replace(ld.Label + "-" + sd.Name)
+		e.profileHeap(ctx, srv.tgt.Admin, name)
 		stop := e.profileCPU(ctx, srv.tgt.Admin, name, e.cfg.secs)
 		defer stop()
 	}

@@ -20,37 +20,49 @@ func (e *runEnv) profileCPU(ctx context.Context, admin, name string, secs float6
 	go func() {
 		defer close(done)
 		s := max(int(secs+0.5), 1)
-		ctx, cancel := context.WithTimeout(ctx, time.Duration(s+15)*time.Second)
-		defer cancel()
 		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, s)
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			e.logf("  profile: %v", err)
-			return
-		}
-		defer resp.Body.Close()
-		if err := os.MkdirAll(e.cfg.resultsDir, 0o755); err != nil {
-			return
-		}
-		path := filepath.Join(e.cfg.resultsDir, name+".pprof")
-		f, err := os.Create(path)
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		if _, err := io.Copy(f, resp.Body); err == nil {
-			e.logf("  profile: %s", path)
-		}
+		e.saveProfile(ctx, url, name, time.Duration(s+15)*time.Second)
 	}()
 	return func() {
 		select {
 		case <-done:
 		case <-time.After(30 * time.Second):
 		}
+	}
+}
+
+// profileHeap saves the heap in use (after a GC) as <name>-heap.pprof:
+// with every subscriber connected and idle, what each one holds.
+func (e *runEnv) profileHeap(ctx context.Context, admin, name string) {
+	e.saveProfile(ctx, fmt.Sprintf("http://%s/debug/pprof/heap?gc=1", admin), name+"-heap", 30*time.Second)
+}
+
+// saveProfile downloads a profile from url into the results directory
+// as <name>.pprof, within limit.
+func (e *runEnv) saveProfile(ctx context.Context, url, name string, limit time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.logf("  profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	if err := os.MkdirAll(e.cfg.resultsDir, 0o755); err != nil {
+		return
+	}
+	path := filepath.Join(e.cfg.resultsDir, name+".pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err == nil {
+		e.logf("  profile: %s", path)
 	}
 }
 

@@ -103,6 +103,10 @@ func ServeStream(ctx context.Context, w http.ResponseWriter, ss *hub.Session, op
 	hdr.Set("X-Accel-Buffering", "no")
 	hdr.Del("Content-Length")
 	w.WriteHeader(http.StatusOK)
+	// the framer keeps opts for the life of the stream, which must not
+	// keep the response it may leave (a detached stream) alive
+	beneath := opts.BeneathIdle
+	opts.BeneathIdle = nil
 	f := &framer{ss: ss, opts: opts}
 	wopts := stream.Options{Heartbeat: opts.Heartbeat, Shutdown: opts.Shutdown}
 	if opts.Detach != nil {
@@ -115,8 +119,8 @@ func ServeStream(ctx context.Context, w http.ResponseWriter, ss *hub.Session, op
 		}
 	}
 	out := stream.Response(w)
-	if opts.BeneathIdle != nil && opts.Heartbeat > 0 && opts.IdleTimeout > 0 {
-		out = stream.ResponseBeneathIdle(opts.BeneathIdle, opts.IdleTimeout, opts.Heartbeat)
+	if beneath != nil && opts.Heartbeat > 0 && opts.IdleTimeout > 0 {
+		out = stream.ResponseBeneathIdle(beneath, opts.IdleTimeout, opts.Heartbeat)
 	}
 	return stream.New(ss, f, out, wopts).Serve(ctx)
 }

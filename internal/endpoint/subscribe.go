@@ -101,8 +101,11 @@ func (h *Endpoint) serveSSE(w http.ResponseWriter, r *http.Request, l *lease) er
 		// the handler's Cleanup waits for them to send their retry hint
 		opts.Detach = l.detach(&h.streams)
 	}
-	if beneath, iw := beneathIdleWriter(w, r); beneath != nil {
-		opts.BeneathIdle, opts.IdleTimeout = beneath, iw.Deadline.Timeout
+	if opts.Detach == nil {
+		// in place (HTTP/2, HTTP/3): cheaper write deadlines
+		if beneath, iw := beneathIdleWriter(w, r); beneath != nil {
+			opts.BeneathIdle, opts.IdleTimeout = beneath, iw.Deadline.Timeout
+		}
 	}
 	err := sse.ServeStream(r.Context(), w, l.session, opts)
 	if errors.Is(err, sse.ErrDetached) {

@@ -511,6 +511,11 @@ func (e *runEnv) runLoad(ctx context.Context, ld loadDef, sd serverDef) *row {
 		r.Unavailable = "no TLS listener"
 		return r
 	}
+	if e.cfg.profile && srv.tgt.Admin != "" {
+		// the connects: handshakes and subscribes
+		stop := e.profileCPU(ctx, srv.tgt.Admin, profileName(ld, sd)+"-connect", float64(ld.N)/spec.ConnectRate)
+		defer stop()
+	}
 	t0, cpu0 := time.Now(), cpuSeconds(srv.tgt.PID)
 	sw := connectSwarm(ctx, srv.tgt, spec)
 	defer sw.close()
@@ -539,7 +544,7 @@ func (e *runEnv) runLoad(ctx context.Context, ld loadDef, sd serverDef) *row {
 	}
 	m := int(ld.Rate*e.cfg.secs + 0.5)
 	if e.cfg.profile && srv.tgt.Admin != "" {
-		name := strings.NewReplacer(" ", "", ",", "", "/", "-", "@", "at", "×", "x").Replace(ld.Label + "-" + sd.Name)
+		name := profileName(ld, sd)
 		e.profileHeap(ctx, srv.tgt.Admin, name)
 		stop := e.profileCPU(ctx, srv.tgt.Admin, name, e.cfg.secs)
 		defer stop()
@@ -665,6 +670,11 @@ func (e *runEnv) saturate(ctx context.Context, sd serverDef) *satRow {
 		sr.Limit = "not reached (last step passed)"
 	}
 	return sr
+}
+
+// profileName is the file name of a load's profiles on a server.
+func profileName(ld loadDef, sd serverDef) string {
+	return strings.NewReplacer(" ", "", ",", "", "/", "-", "@", "at", "×", "x").Replace(ld.Label + "-" + sd.Name)
 }
 
 func firstLine(s string) string {

@@ -43,7 +43,11 @@ type channel struct {
 	// guarded by the shard's mu
 	refs   int
 	linger *time.Timer
-	subMu  sync.Mutex // serialises writers of subs
+	subMu  sync.Mutex // serialises writers of subs; guards index and left
+	// index is each subscriber's position in *subs; left counts the
+	// members marked gone there
+	index map[*subscriber]int
+	left  int
 
 	idle *list.Element // in Hub.idle while lingering; guarded by Hub.idleMu
 }
@@ -241,33 +245,52 @@ func (h *Hub) expire(name string, c *channel) {
 	h.broker.Unsubscribe(name)
 }
 
+// addSub adds s to the channel's subscribers. The fan-out reads the list
+// without a lock, so it is never changed under a reader: a subscriber is
+// appended past the end every reader knows (in place while the array has
+// room, which amortises the copies), and one that leaves is marked gone
+// and dropped when the list is compacted. Both cost O(1) amortised, so
+// that ten thousand subscribers of one channel connecting or leaving at
+// once cost ten thousand steps, not fifty million.
 func (c *channel) addSub(s *subscriber) {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
-	var next []member
-	if old := c.subs.Load(); old != nil {
-		next = make([]member, len(*old), len(*old)+1)
-		copy(next, *old)
+	var cur []member
+	if p := c.subs.Load(); p != nil {
+		cur = *p
 	}
-	next = append(next, member{s: s, lane: s.lane})
+	next := append(cur, member{s: s, lane: s.lane})
+	if c.index == nil {
+		c.index = make(map[*subscriber]int)
+	}
+	c.index[s] = len(next) - 1
 	c.subs.Store(&next)
 }
 
+// removeSub marks s gone from the channel's subscribers, and compacts
+// the list once half of it is gone. It reports whether s was there.
 func (c *channel) removeSub(s *subscriber) bool {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
-	old := c.subs.Load()
-	if old == nil {
+	i, ok := c.index[s]
+	if !ok {
 		return false
 	}
-	for i, x := range *old {
-		if x.s == s {
-			next := make([]member, 0, len(*old)-1)
-			next = append(next, (*old)[:i]...)
-			next = append(next, (*old)[i+1:]...)
-			c.subs.Store(&next)
-			return true
+	delete(c.index, s)
+	cur := *c.subs.Load()
+	atomic.StoreUint32(&cur[i].gone, 1)
+	if c.left++; 2*c.left < len(cur) {
+		return true
+	}
+	// a new array: readers of the old one keep it as it was
+	next := make([]member, 0, len(c.index))
+	for j := range cur {
+		if !cur[j].left() {
+			c.index[cur[j].s] = len(next)
+			next = append(next, member{s: cur[j].s, lane: cur[j].lane})
 		}
 	}
-	return false
+	c.left = 0
+	c.subs.Store(&next)
+	return true
 }

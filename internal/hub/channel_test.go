@@ -131,3 +131,75 @@ func BenchmarkChurn(b *testing.B) {
 		})
 	}
 }
+
+// Subscribers of one channel come and go in any order: a message reaches
+// exactly those still there, before and after the list is compacted.
+func TestChannelMembersComeAndGo(t *testing.T) {
+	h := newTestHub(t, Options{})
+	ctx := context.Background()
+	var subs []*Session
+	for range 40 {
+		subs = append(subs, subscribe(t, h, "c"))
+	}
+	// close three in four (past half: compacted), in a scattered order
+	open := map[int]bool{}
+	for i := range subs {
+		open[i] = true
+	}
+	for i := range subs {
+		if j := (i * 7) % len(subs); j%4 != 0 {
+			subs[j].Close()
+			delete(open, j)
+		}
+	}
+	// and some join after the compaction
+	for range 5 {
+		subs = append(subs, subscribe(t, h, "c"))
+		open[len(subs)-1] = true
+	}
+	if _, err := h.Publish(ctx, "c", "", []byte("x"), broker.SourceHTTP); err != nil {
+		t.Fatal(err)
+	}
+	for i := range subs {
+		if !open[i] {
+			continue
+		}
+		var buf []*Envelope
+		if e := next(t, subs[i], &buf); string(e.Msg.Data) != "x" {
+			t.Fatalf("subscriber %d got %q", i, e.Msg.Data)
+		}
+	}
+	c := h.lookup("c")
+	c.subMu.Lock()
+	n, idx := len(*c.subs.Load()), len(c.index)
+	c.subMu.Unlock()
+	if idx != len(open) || n > 2*len(open) {
+		t.Fatalf("%d members listed, %d indexed, for %d subscribers", n, idx, len(open))
+	}
+}
+
+// BenchmarkJoinOneChannel is one more subscriber of a channel that has
+// many already, and one leaving: its cost must not grow with them (a
+// reconnect storm of one channel's subscribers would be quadratic).
+func BenchmarkJoinOneChannel(b *testing.B) {
+	for _, held := range []int{100, 10000} {
+		b.Run(fmt.Sprintf("held=%d", held), func(b *testing.B) {
+			h := newTestHub(b, Options{})
+			ctx := context.Background()
+			join := func() *Session {
+				ss, err := h.Subscribe(ctx, []string{"c"}, "test", From{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				return ss
+			}
+			for range held {
+				defer join().Close()
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				join().Close()
+			}
+		})
+	}
+}

@@ -105,11 +105,17 @@ type fanOutJob struct {
 }
 
 // member is one subscriber of a channel, with its lane beside it: a lane
-// scans the list without touching the other lanes' subscribers.
+// scans the list without touching the other lanes' subscribers. gone
+// (atomic) marks a subscriber that left, until the list is compacted
+// (see channel.removeSub).
 type member struct {
 	s    *subscriber
 	lane uint32
+	gone uint32
 }
+
+// left reports whether m's subscriber left the channel.
+func (m *member) left() bool { return atomic.LoadUint32(&m.gone) != 0 }
 
 // laneQueue is how many messages may wait for a lane before the broker's
 // reader waits for it.
@@ -162,8 +168,9 @@ func (h *Hub) runLane(lane uint32) {
 // writes in the lane's tally t.
 func (h *Hub) fanOut(lane uint32, e *Envelope, subs []member, direct bool, t *tally) {
 	pushed := 0
-	for _, m := range subs {
-		if m.lane != lane {
+	for i := range subs {
+		m := &subs[i]
+		if m.lane != lane || m.left() {
 			continue
 		}
 		if m.s.push(e, direct, t) {
@@ -273,8 +280,8 @@ func (h *Hub) deliver(e *Envelope) {
 	if len(*subs) <= 8 {
 		// a small channel wakes only the lanes it uses
 		var used uint64
-		for _, m := range *subs {
-			used |= 1 << m.lane
+		for i := range *subs {
+			used |= 1 << (*subs)[i].lane
 		}
 		for l := range n {
 			if used&(1<<l) != 0 {
@@ -344,8 +351,10 @@ func (h *Hub) Close() {
 					c.linger.Stop()
 				}
 				if subs := c.subs.Load(); subs != nil {
-					for _, m := range *subs {
-						m.s.fail(ErrHubClosed)
+					for i := range *subs {
+						if m := &(*subs)[i]; !m.left() {
+							m.s.fail(ErrHubClosed)
+						}
 					}
 				}
 			}

@@ -304,24 +304,10 @@ func (sw *swarm) runSSEH2(ctx context.Context, s *sub, ready func(error)) error 
 		return fmt.Errorf("request: %w", err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
-		return fmt.Errorf("status %d over %s", resp.StatusCode, resp.Proto)
+	if resp.ProtoMajor != 2 {
+		return fmt.Errorf("status %d over %s, not HTTP/2", resp.StatusCode, resp.Proto)
 	}
-	body := bufio.NewReaderSize(resp.Body, 4096)
-	waiting := true
-	for {
-		line, err := body.ReadSlice('\n')
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			return err
-		}
-		now := time.Now().UnixNano()
-		if p, ok := sseData(line); ok {
-			s.record(p, now, &sw.received)
-		} else if waiting && bytes.HasPrefix(line, []byte("retry:")) {
-			waiting = false
-			ready(nil)
-		}
-	}
+	return sw.readSSE(resp, s, ready)
 }
 
 // runSSE is one SSE subscriber on a raw TCP connection: one goroutine, no

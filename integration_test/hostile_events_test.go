@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-realtime/realtime/internal/testredis"
 	"github.com/redis/go-redis/v9"
@@ -70,7 +71,13 @@ func TestEventNamesChecked(t *testing.T) {
 	if got := badRequestRefusals(t, c.Metrics(t)) - before; got != len(bad) {
 		t.Fatalf("bad_request refusals grew by %d, want %d (one per bad Redis entry)", got, len(bad))
 	}
-	// logged once for the channel, however many bad entries it had
+	// logged once for the channel, however many bad entries it had (the
+	// logs are read from Caddy's output as it comes: wait for the line,
+	// and for the good message's publish log after it)
+	deadline := time.Now().Add(authWait)
+	for strings.Count(c.Logs(), "bad event name") == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if n := strings.Count(c.Logs(), "bad event name"); n != 1 {
 		t.Fatalf("%d log lines about bad event names, want 1", n)
 	}

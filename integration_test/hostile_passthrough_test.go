@@ -108,7 +108,7 @@ func TestPassthroughHeartbeatsThroughEncode(t *testing.T) {
 				}
 				last := ev.At
 				for i := 0; i < 2; i++ {
-					beat := r.NextComment(t, 4*hb)
+					beat := r.NextComment(t, authWait)
 					if beat.Text != "heartbeat" {
 						t.Fatalf("comment %q, want heartbeat", beat.Text)
 					}

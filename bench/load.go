@@ -38,11 +38,14 @@ const (
 	tSSETLS = "sseh2tls"
 	tWSS    = "wss"
 	tSSEH3  = "sseh3"
+	// tSSEH1TLS is SSE over HTTP/1.1 with TLS: what a hub listener limited
+	// to HTTP/1.1 serves browsers (the README's recipe)
+	tSSEH1TLS = "sseh1tls"
 )
 
 // isTLS reports whether transport is one of the TLS loads.
 func isTLS(transport string) bool {
-	return transport == tSSETLS || transport == tWSS || transport == tSSEH3
+	return transport == tSSETLS || transport == tWSS || transport == tSSEH3 || transport == tSSEH1TLS
 }
 
 // Ways to publish.
@@ -275,6 +278,8 @@ func (sw *swarm) runSub(ctx context.Context, s *sub, ready func(error)) error {
 		return sw.runSSEH3(ctx, s, ready)
 	case tWSS:
 		return sw.runWS(ctx, s, ready)
+	case tSSEH1TLS:
+		return sw.runSSE(ctx, s, ready)
 	default:
 		return sw.runSSE(ctx, s, ready)
 	}
@@ -313,9 +318,24 @@ func (sw *swarm) runSSEH2(ctx context.Context, s *sub, ready func(error)) error 
 // runSSE is one SSE subscriber on a raw TCP connection: one goroutine, no
 // net/http client machinery; http.ReadResponse decodes the chunked body.
 func (sw *swarm) runSSE(ctx context.Context, s *sub, ready func(error)) error {
-	conn, err := dialer().DialContext(ctx, "tcp", sw.tgt.Addr)
+	addr, scheme := sw.tgt.Addr, "http"
+	if sw.spec.Transport == tSSEH1TLS {
+		addr, scheme = sw.tgt.TLSAddr, "https"
+	}
+	conn, err := dialer().DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
+	}
+	if scheme == "https" {
+		tc := tls.Client(conn, sw.clientTLS("http/1.1"))
+		hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			conn.Close()
+			return fmt.Errorf("tls handshake: %w", err)
+		}
+		conn = tc
 	}
 	s.mu.Lock()
 	s.conn = conn
@@ -326,7 +346,7 @@ func (sw *swarm) runSSE(ctx context.Context, s *sub, ready func(error)) error {
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
-	u := sw.subURL("http")
+	u := sw.subURLAt(scheme, addr)
 	req, _ := http.NewRequest(http.MethodGet, u, nil)
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-cache")

@@ -238,6 +238,7 @@ func run() int {
 		// which decrypts too, saturates these 2 cores with the servers)
 		{Label: "10,000 SSE/h2+TLS @ 2 msg/s", N: 10000, Transport: tSSETLS, Rate: 2},
 		{Label: "10,000 WS/TLS @ 2 msg/s", N: 10000, Transport: tWSS, Rate: 2},
+		{Label: "10,000 SSE/h1+TLS @ 2 msg/s", N: 10000, Transport: tSSEH1TLS, Rate: 2},
 		{Label: "2,000 SSE/h3 @ 2 msg/s", N: 2000, Transport: tSSEH3, Rate: 2},
 	}
 	if cfg.quick {
@@ -391,11 +392,11 @@ func parseLoads(s string, def []loadDef) []loadDef {
 			continue
 		}
 		t := map[string]string{"sse": tSSE, "ws": tWS, "longpoll": tLongPoll, "sseh2": tSSEH2,
-			"sseh2tls": tSSETLS, "wss": tWSS, "sseh3": tSSEH3}[f[0]]
+			"sseh2tls": tSSETLS, "wss": tWSS, "sseh3": tSSEH3, "sseh1tls": tSSEH1TLS}[f[0]]
 		if t == "" {
 			continue
 		}
-		label := map[string]string{tSSEH2: "SSE/h2c", tSSETLS: "SSE/h2+TLS", tWSS: "WS/TLS", tSSEH3: "SSE/h3"}[t]
+		label := map[string]string{tSSEH2: "SSE/h2c", tSSETLS: "SSE/h2+TLS", tWSS: "WS/TLS", tSSEH3: "SSE/h3", tSSEH1TLS: "SSE/h1+TLS"}[t]
 		if label == "" {
 			label = strings.ToUpper(f[0])
 		}

@@ -133,3 +133,41 @@ func serverCPU(b *testing.B, srv *testredis.Server) time.Duration {
 	}
 	return time.Duration(total * float64(time.Second))
 }
+
+// After a restart of Redis every stream reader reconnects and goes on
+// reading its channels, the last reader's as the first's.
+func TestRedisStreamReadersAfterRestart(t *testing.T) {
+	srv := testredis.Start(t)
+	hl := &healthLog{ch: make(chan bool, 16)}
+	b, rec := newTestRedis(t, srv, RedisOptions{OnHealth: hl.on})
+	hl.expect(t, true)
+	n := readerSize + 10 // two readers
+	for i := range n {
+		subscribe(t, b, "c-"+strconv.Itoa(i))
+	}
+	client := srv.Client()
+	awaitXReads(t, client, 2)
+	srv.Kill()
+	hl.expect(t, false)
+	srv.Restart()
+	hl.expect(t, true)
+	// streams do not survive this restart; a new entry on a channel of
+	// each reader is read, after the channel's gap for its pub/sub
+	ctx := context.Background()
+	for _, ch := range []string{"c-0", "c-" + strconv.Itoa(n-1)} {
+		id, err := client.XAdd(ctx, &redis.XAddArgs{Stream: "realtime:" + ch, Values: []any{"data", "after"}}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(2 * wait)
+		for {
+			e := rec.nextOf(ch, time.Until(deadline))
+			if e.Msg != nil {
+				if e.Msg.ID != id || string(e.Msg.Data) != "after" {
+					t.Fatalf("%s after the restart: %+v, want entry %s", ch, e.Msg, id)
+				}
+				break
+			}
+		}
+	}
+}

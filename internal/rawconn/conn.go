@@ -31,7 +31,7 @@ type Conn struct {
 }
 
 // Own takes c over: from now on, c must be used through the returned Conn
-// only. Write waits at most timeout for the socket (zero: no bound).
+// only. Write waits at most 1.5 timeout for the socket (zero: no bound).
 // With direct false, or where c is no plain TCP connection, TryWrite
 // writes nothing.
 func Own(c net.Conn, timeout time.Duration, direct bool) *Conn {
@@ -66,12 +66,14 @@ func (w *Conn) Write(b []byte) (int, error) {
 		return 0, nil
 	}
 	if w.timeout > 0 {
-		// re-arming a deadline costs a timer update: do it at most about
-		// once a second per stream, not on every write
-		now := time.Now()
-		if d := now.Add(w.timeout); d.Sub(w.deadline) > time.Second || w.deadline.Before(now) {
-			_ = w.Conn.SetWriteDeadline(d)
-			w.deadline = d
+		// re-arming a deadline costs a timer update (and on TLS a lock):
+		// do it once per half timeout at most, not on every write. Each
+		// write makes sure the deadline lies at least timeout ahead,
+		// pushing it to 1.5 timeout: a write the client does not take is
+		// cut after timeout to 1.5 timeout.
+		if now := time.Now(); w.deadline.Sub(now) < w.timeout {
+			w.deadline = now.Add(w.timeout + w.timeout/2)
+			_ = w.Conn.SetWriteDeadline(w.deadline)
 		}
 	}
 	if len(rest) == 0 {

@@ -110,3 +110,41 @@ func TestDirectWritesOff(t *testing.T) {
 		t.Fatalf("read %q, %v: want what TryWrite kept, then the write", b, err)
 	}
 }
+
+// deadlineConn counts the write deadlines set on it.
+type deadlineConn struct {
+	net.Conn
+	deadlines []time.Time
+}
+
+func (c *deadlineConn) Write(b []byte) (int, error) { return len(b), nil }
+func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
+	c.deadlines = append(c.deadlines, t)
+	return nil
+}
+
+// Writes re-arm the write deadline once per half timeout at most, and
+// keep it at least timeout ahead.
+func TestWriteDeadlineRearmedRarely(t *testing.T) {
+	dc := &deadlineConn{}
+	const timeout = time.Minute
+	c := Own(dc, timeout, false)
+	for range 100 {
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(dc.deadlines) != 1 {
+		t.Fatalf("%d deadlines for 100 writes in a moment, want 1", len(dc.deadlines))
+	}
+	if ahead := time.Until(dc.deadlines[0]); ahead < timeout || ahead > timeout+timeout/2 {
+		t.Fatalf("deadline %v ahead, want between timeout and 1.5 timeout", ahead)
+	}
+	c.deadline = time.Now().Add(timeout - time.Second) // as if half a timeout went by
+	if _, err := c.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if len(dc.deadlines) != 2 {
+		t.Fatalf("%d deadlines, want a second one once less than timeout was left", len(dc.deadlines))
+	}
+}

@@ -136,6 +136,8 @@ type swarm struct {
 	failErr  string
 	received atomic.Int64 // deliveries of the current round
 	cancel   context.CancelFunc
+	h2Once   sync.Once
+	h2       *http.Transport // the HTTP/2 subscribers' connections (tls.go)
 	wg       sync.WaitGroup
 }
 

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
-	"golang.org/x/net/http2"
 )
 
 // The TLS loads: Caddy and Nchan both terminate TLS on loopback with the
@@ -85,34 +84,35 @@ func (sw *swarm) clientTLS(protos ...string) *tls.Config {
 }
 
 // h2Transport makes one HTTP/2 client connection per subscriber
-// (NewClientConn), over the TLS connection the subscriber dialled.
-var h2Transport = &http2.Transport{}
+// (NewClientConn: a dial and a full handshake each), trusting the
+// servers' certificate.
+func (sw *swarm) h2Transport() *http.Transport {
+	sw.h2Once.Do(func() {
+		var p http.Protocols
+		p.SetHTTP2(true)
+		sw.h2 = &http.Transport{
+			Protocols:       &p,
+			TLSClientConfig: sw.clientTLS("h2"),
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return dialer().DialContext(ctx, network, addr)
+			},
+			TLSHandshakeTimeout: 15 * time.Second,
+		}
+	})
+	return sw.h2
+}
 
 // runSSETLS is one SSE subscriber over HTTP/2 on a TLS connection of its
 // own, as a browser's only stream to the site.
 func (sw *swarm) runSSETLS(ctx context.Context, s *sub, ready func(error)) error {
-	raw, err := dialer().DialContext(ctx, "tcp", sw.tgt.TLSAddr)
+	cc, err := sw.h2Transport().NewClientConn(ctx, "https", sw.tgt.TLSAddr)
 	if err != nil {
-		return fmt.Errorf("dial: %w", err)
+		return fmt.Errorf("connect: %w", err)
 	}
-	conn := tls.Client(raw, sw.clientTLS("h2"))
 	s.mu.Lock()
-	s.conn = conn
+	s.conn = cc
 	s.mu.Unlock()
-	defer conn.Close()
-	hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	err = conn.HandshakeContext(hctx)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("tls handshake: %w", err)
-	}
-	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
-		return fmt.Errorf("negotiated %q, not h2", p)
-	}
-	cc, err := h2Transport.NewClientConn(conn)
-	if err != nil {
-		return fmt.Errorf("http/2: %w", err)
-	}
+	defer cc.Close()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, sw.subURLAt("https", sw.tgt.TLSAddr), nil)
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := cc.RoundTrip(req)
@@ -120,6 +120,9 @@ func (sw *swarm) runSSETLS(ctx context.Context, s *sub, ready func(error)) error
 		return fmt.Errorf("request: %w", err)
 	}
 	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		return fmt.Errorf("status %d over %s, not HTTP/2", resp.StatusCode, resp.Proto)
+	}
 	return sw.readSSE(resp, s, ready)
 }
 

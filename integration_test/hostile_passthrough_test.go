@@ -1,6 +1,8 @@
 package integration_test
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -52,6 +54,37 @@ func TestPassthroughStreamGatedWhateverTheAccept(t *testing.T) {
 		}
 		s.WaitCancelled(t, authWait)
 	}
+	// over HTTP/2 the refusal ends its stream normally: the whole answer
+	// reads without error (no stream reset after it)
+	h2 := harness.HTTP2Client()
+	t.Cleanup(h2.CloseIdleConnections)
+	h2ch := make(chan error, 1)
+	var h2status int
+	var h2body []byte
+	go func() {
+		resp, err := h2.Get(c.HTTPSURL("/events"))
+		if err == nil {
+			h2status = resp.StatusCode
+			h2body, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.ProtoMajor != 2 {
+				err = fmt.Errorf("answered over %s", resp.Proto)
+			}
+		}
+		h2ch <- err
+	}()
+	s2 := up.Next(t)
+	_ = s2.TrySend("data: for ticket holders only\n\n")
+	select {
+	case err := <-h2ch:
+		if err != nil || h2status != 401 || !strings.Contains(string(h2body), "missing ticket") {
+			t.Fatalf("over HTTP/2: status %d body %q error %v, want a complete 401", h2status, h2body, err)
+		}
+	case <-time.After(authWait):
+		t.Fatal("over HTTP/2: no answer")
+	}
+	s2.WaitCancelled(t, authWait)
+
 	// a foreign Origin with a valid ticket: 403
 	tok := signed(t, jwt.SigningMethodHS256, []byte(jwtSecret), userClaims())
 	ch := ask("/events?ticket="+url.QueryEscape(tok), http.Header{"Origin": {"https://evil.example"}})

@@ -111,6 +111,17 @@ func (h *Endpoint) passthrough(w http.ResponseWriter, r *http.Request, next cadd
 	}
 	sw := sse.NewWriter(w, opts)
 	defer sw.Close()
+	defer func() {
+		// a proxy whose write to a refused stream fails aborts the
+		// response (reverse_proxy panics with ErrAbortHandler), which
+		// would reset the connection or HTTP/2 stream after the client's
+		// complete answer: end it normally instead
+		if sw.Refused() {
+			if p := recover(); p != nil && p != http.ErrAbortHandler {
+				panic(p)
+			}
+		}
+	}()
 	err := next.ServeHTTP(sw, r)
 	if sw.Refused() {
 		return nil // the proxy's error from writing: the client has its answer

@@ -268,7 +268,7 @@ func (sw *swarm) close() {
 
 func (sw *swarm) runSub(ctx context.Context, s *sub, ready func(error)) error {
 	switch sw.spec.Transport {
-	case tWS:
+	case tWS, tWSS:
 		return sw.runWS(ctx, s, ready)
 	case tLongPoll:
 		return sw.runLongPoll(ctx, s, ready)
@@ -278,11 +278,7 @@ func (sw *swarm) runSub(ctx context.Context, s *sub, ready func(error)) error {
 		return sw.runSSETLS(ctx, s, ready)
 	case tSSEH3:
 		return sw.runSSEH3(ctx, s, ready)
-	case tWSS:
-		return sw.runWS(ctx, s, ready)
-	case tSSEH1TLS:
-		return sw.runSSE(ctx, s, ready)
-	default:
+	default: // tSSE, tSSEH1TLS
 		return sw.runSSE(ctx, s, ready)
 	}
 }
@@ -304,15 +300,21 @@ var h2cClient = func() *http.Client {
 // runSSEH2 is one SSE subscriber as a stream of a shared HTTP/2
 // connection.
 func (sw *swarm) runSSEH2(ctx context.Context, s *sub, ready func(error)) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, sw.subURL("http"), nil)
+	return sw.getSSE(ctx, h2cClient.Transport, sw.subURL("http"), 2, s, ready)
+}
+
+// getSSE opens an event stream with rt, which must answer over HTTP
+// major version proto, and reads it (readSSE).
+func (sw *swarm) getSSE(ctx context.Context, rt http.RoundTripper, url string, proto int, s *sub, ready func(error)) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	req.Header.Set("Accept", "text/event-stream")
-	resp, err := h2cClient.Do(req)
+	resp, err := rt.RoundTrip(req)
 	if err != nil {
 		return fmt.Errorf("request: %w", err)
 	}
 	defer resp.Body.Close()
-	if resp.ProtoMajor != 2 {
-		return fmt.Errorf("status %d over %s, not HTTP/2", resp.StatusCode, resp.Proto)
+	if resp.ProtoMajor != proto {
+		return fmt.Errorf("status %d over %s, not HTTP/%d", resp.StatusCode, resp.Proto, proto)
 	}
 	return sw.readSSE(resp, s, ready)
 }

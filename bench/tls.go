@@ -113,17 +113,7 @@ func (sw *swarm) runSSETLS(ctx context.Context, s *sub, ready func(error)) error
 	s.conn = cc
 	s.mu.Unlock()
 	defer cc.Close()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, sw.subURLAt("https", sw.tgt.TLSAddr), nil)
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := cc.RoundTrip(req)
-	if err != nil {
-		return fmt.Errorf("request: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.ProtoMajor != 2 {
-		return fmt.Errorf("status %d over %s, not HTTP/2", resp.StatusCode, resp.Proto)
-	}
-	return sw.readSSE(resp, s, ready)
+	return sw.getSSE(ctx, cc, sw.subURLAt("https", sw.tgt.TLSAddr), 2, s, ready)
 }
 
 // runSSEH3 is one SSE subscriber over HTTP/3, on a QUIC connection of its
@@ -134,14 +124,7 @@ func (sw *swarm) runSSEH3(ctx context.Context, s *sub, ready func(error)) error 
 	s.conn = tr
 	s.mu.Unlock()
 	defer tr.Close()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, sw.subURLAt("https", sw.tgt.TLSAddr), nil)
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		return fmt.Errorf("request: %w", err)
-	}
-	defer resp.Body.Close()
-	return sw.readSSE(resp, s, ready)
+	return sw.getSSE(ctx, tr, sw.subURLAt("https", sw.tgt.TLSAddr), 3, s, ready)
 }
 
 // readSSE reads an event stream answer until it ends, recording every

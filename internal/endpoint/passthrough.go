@@ -71,7 +71,8 @@ func (h *Endpoint) streamContext(r *http.Request) (context.Context, context.Canc
 // upstream's answer turns out to be one: refused, it never reaches the
 // client, and the upstream request is cancelled.
 func (h *Endpoint) passthrough(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	checkFirst := ws.SwitchesProtocol(r) || wantsSSE(r)
+	switching := ws.SwitchesProtocol(r)
+	checkFirst := switching || wantsSSE(r)
 	if checkFirst {
 		if err := h.checkPassthrough(r); err != nil {
 			return err
@@ -84,7 +85,7 @@ func (h *Endpoint) passthrough(w http.ResponseWriter, r *http.Request, next cadd
 	// handler is cleaned up (reload, stop), so the old server's shutdown
 	// does not wait for it; the client reconnects to the new config
 	cancel := func() {}
-	if !ws.SwitchesProtocol(r) {
+	if !switching {
 		var ctx context.Context
 		ctx, cancel = h.streamContext(r)
 		defer cancel()
@@ -104,9 +105,6 @@ func (h *Endpoint) passthrough(w http.ResponseWriter, r *http.Request, next cadd
 				w.Header().Set("Content-Length", "0")
 				w.WriteHeader(http.StatusInternalServerError)
 			}
-			// out before the proxy, failing to write the upstream's
-			// body, aborts the connection
-			_ = http.NewResponseController(w).Flush()
 		}
 	}
 	sw := sse.NewWriter(w, opts)

@@ -3,6 +3,7 @@ package realtime
 import (
 	"strconv"
 
+	"github.com/caddy-realtime/realtime/internal/rules"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -54,6 +55,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        message_size <size>
 //	        idle_channels <n>
 //	    }
+//	    channels <pattern> {
+//	        replay {
+//	            size <n>
+//	            ttl <duration>
+//	        }
+//	        rewind <n>
+//	        publish key|ticket|off
+//	    }
 //	    direct_writes on|off
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -81,8 +90,43 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Limits = new(Limits)
 			return unmarshalBlock(d, "limits", h.Limits.subdirectives(d))
 		},
+		"channels":      func() error { return h.unmarshalChannels(d) },
 		"direct_writes": func() error { return h.unmarshalDirectWrites(d) },
 	})
+}
+
+// unmarshalChannels reads one `channels <pattern> { ... }` rule.
+func (h *Handler) unmarshalChannels(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	c := ChannelRule{Pattern: d.Val()}
+	if err := rules.CheckPattern(c.Pattern); err != nil {
+		return d.Errf("channels: %v", err)
+	}
+	err := unmarshalBlock(d, "channels", subdirectives{
+		"replay": func() error {
+			c.Replay = new(ReplayConfig)
+			return unmarshalBlock(d, "channels replay", c.Replay.subdirectives(d))
+		},
+		"rewind": func() (err error) { c.Rewind, err = positiveInt(d, "channels rewind"); return },
+		"publish": func() error {
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if _, err := rules.ParsePublish(v); err != nil || v == "" {
+				return d.Errf("channels publish: want key, ticket or off, got %q", v)
+			}
+			c.Publish = v
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	h.Channels = append(h.Channels, c)
+	return nil
 }
 
 // subdirectives maps the names of a block's subdirectives to what reads
@@ -91,7 +135,7 @@ type subdirectives map[string]func() error
 
 // repeatable are the subdirectives that may be given more than once:
 // their arguments add up.
-var repeatable = map[string]bool{"origins": true, "redis": true}
+var repeatable = map[string]bool{"origins": true, "redis": true, "channels": true}
 
 // unmarshalBlock reads the block of the current directive (what names it
 // in errors; "" for realtime itself), which takes no argument. Each

@@ -21,6 +21,7 @@ import (
 	"github.com/caddy-realtime/realtime/internal/endpoint"
 	"github.com/caddy-realtime/realtime/internal/metrics"
 	"github.com/caddy-realtime/realtime/internal/node"
+	"github.com/caddy-realtime/realtime/internal/rules"
 	"github.com/caddy-realtime/realtime/replay"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -109,6 +110,12 @@ type Handler struct {
 	// Limits bounds what clients may use.
 	Limits *Limits `json:"limits,omitempty"`
 
+	// Channels are rules for the channels whose names match a pattern:
+	// their replay, rewind and who may publish. The first rule that
+	// matches a channel wins; a channel none matches takes the hub's
+	// settings. Hub only.
+	Channels []ChannelRule `json:"channels,omitempty"`
+
 	// DisableDirectWrites turns off the hub's writing of messages
 	// straight to the sockets of idle plain-TCP streams (Linux only): each
 	// message then wakes every stream's goroutine, which costs more CPU
@@ -156,6 +163,26 @@ type ReplayConfig struct {
 	TTL caddy.Duration `json:"ttl,omitempty"`
 }
 
+// ChannelRule holds the settings of the channels whose names match
+// Pattern (Caddyfile: `channels <pattern> { ... }`).
+type ChannelRule struct {
+	// Pattern is a glob on channel names: `*` matches any run of
+	// characters, `:` and `/` included ("chat:*", "user:*", "prices").
+	Pattern string `json:"pattern"`
+	// Replay overrides the hub's replay for these channels; a zero
+	// field keeps the hub's.
+	Replay *ReplayConfig `json:"replay,omitempty"`
+	// Rewind is how many of a channel's newest messages a subscriber
+	// without a cursor gets first, and the most `?rewind=` may ask.
+	// Zero: none unless asked, up to 100.
+	Rewind int `json:"rewind,omitempty"`
+	// Publish says who may publish to these channels over HTTP and
+	// WebSocket: "key" (the publish key only), "ticket" (tickets with
+	// publish rights only), "off" (nobody: messages come through Redis);
+	// empty: both key and ticket.
+	Publish string `json:"publish,omitempty"`
+}
+
 // Limits bounds what clients may use. Zero values take the defaults
 // documented in the README.
 type Limits struct {
@@ -198,9 +225,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("origins: %w", err)
 	}
+	set, err := h.ruleSet()
+	if err != nil {
+		return err
+	}
 	// the hub needs its broker; tickets stored in Redis need the client
 	if h.Hub || len(h.Redis) > 0 {
-		if h.node, h.nodeKey, err = h.loadNode(); err != nil {
+		if h.node, h.nodeKey, err = h.loadNode(set); err != nil {
 			return err
 		}
 	}
@@ -222,7 +253,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Logger:       h.logger,
 	}
 	if h.Hub {
-		cfg.Hub, cfg.Conns = h.node.Hub, h.node
+		cfg.Hub, cfg.Conns, cfg.Rules = h.node.Hub, h.node, h.node.Rules
 	}
 	h.endpoint = endpoint.New(cfg)
 	// streams end as soon as the server starts shutting down (reload,
@@ -324,7 +355,30 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("ticket: issue needs redis or secret to store or sign the tickets it issues")
 		}
 	}
+	if len(h.Channels) > 0 && !h.Hub {
+		return fmt.Errorf("channels: rules apply to the channels of a hub: add hub")
+	}
+	if _, err := h.ruleSet(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// ruleSet compiles the channel rules, with the hub's replay settings
+// filled in where a rule has none.
+func (h *Handler) ruleSet() (*rules.Set, error) {
+	list := make([]rules.Rule, len(h.Channels))
+	for i, c := range h.Channels {
+		pub, err := rules.ParsePublish(c.Publish)
+		if err != nil {
+			return nil, fmt.Errorf("channels %s: %w", c.Pattern, err)
+		}
+		list[i] = rules.Rule{Pattern: c.Pattern, Rewind: c.Rewind, Publish: pub}
+		if c.Replay != nil {
+			list[i].ReplaySize, list[i].ReplayTTL = c.Replay.Size, time.Duration(c.Replay.TTL)
+		}
+	}
+	return rules.New(list, rules.Rule{ReplaySize: h.Replay.Size, ReplayTTL: time.Duration(h.Replay.TTL)})
 }
 
 // Cleanup ends the streams this handler serves and releases its share

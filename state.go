@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/caddy-realtime/realtime/internal/node"
+	"github.com/caddy-realtime/realtime/internal/rules"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -15,8 +16,13 @@ import (
 var nodes = caddy.NewUsagePool()
 
 // loadNode returns the node of h's configuration, and its key in nodes.
-func (h *Handler) loadNode() (*node.Node, string, error) {
-	cfg := node.Config{Redis: h.Redis, Prefix: h.Prefix, ReplaySize: h.Replay.Size, ReplayTTL: time.Duration(h.Replay.TTL), IdleChannels: h.Limits.IdleChannels}
+func (h *Handler) loadNode(set *rules.Set) (*node.Node, string, error) {
+	cfg := node.Config{
+		Redis: h.Redis, Prefix: h.Prefix,
+		ReplaySize: h.Replay.Size, ReplayTTL: time.Duration(h.Replay.TTL),
+		IdleChannels: h.Limits.IdleChannels,
+		Rules:        set.Rules(),
+	}
 	kb, _ := json.Marshal(cfg)
 	val, _, err := nodes.LoadOrNew(string(kb), func() (caddy.Destructor, error) {
 		return node.New(cfg, h.logger)

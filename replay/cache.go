@@ -54,6 +54,9 @@ const (
 	DefaultMaxBytes = 256 << 20
 )
 
+// MaxSize is the most messages a channel's log can keep.
+const MaxSize = 1 << 20
+
 // Options bound a Cache. A zero field takes its default.
 type Options struct {
 	// Size is the number of messages kept per channel.
@@ -62,12 +65,16 @@ type Options struct {
 	TTL time.Duration
 	// MaxBytes bounds the approximate memory of all logs together.
 	MaxBytes int64
+	// PerChannel, when set, gives the size and ttl of a channel's log
+	// (the `channels` rules), in place of Size and TTL; a zero result
+	// takes theirs. It is asked once when a channel's log is created.
+	PerChannel func(channel string) (size int, ttl time.Duration)
 }
 
 const (
 	numShards    = 64
 	maxTombs     = 1 << 16 // channels remembered as lost, in all
-	maxSizeLimit = 1 << 20
+	maxSizeLimit = MaxSize
 	maxTTL       = 100 * 365 * 24 * time.Hour // so that 1.5×TTL fits a Duration
 )
 
@@ -75,10 +82,11 @@ const (
 // for concurrent use, except Close, which must come after every other
 // call has returned.
 type Cache struct {
-	size     int
-	ttl      int64 // nanoseconds
-	maxBytes int64
-	now      func() int64 // nanoseconds on a monotonic clock
+	size       int
+	ttl        int64 // nanoseconds
+	perChannel func(string) (int, time.Duration)
+	maxBytes   int64
+	now        func() int64 // nanoseconds on a monotonic clock
 
 	seed   maphash.Seed
 	shards [numShards]shard
@@ -92,10 +100,11 @@ type shard struct {
 	tombs map[string]tomb
 }
 
-// tomb remembers that a channel's history was lost.
+// tomb remembers that a channel's history was lost, for the channel's
+// ttl.
 type tomb struct {
-	at  int64
-	err error
+	at, ttl int64
+	err     error
 }
 
 // New returns a Cache bounded by opts. Close stops its goroutines.
@@ -124,11 +133,12 @@ func newCache(opts Options, now func() int64) (*Cache, error) {
 		opts.MaxBytes = DefaultMaxBytes
 	}
 	c := &Cache{
-		size:     opts.Size,
-		ttl:      int64(opts.TTL),
-		maxBytes: opts.MaxBytes,
-		now:      now,
-		seed:     maphash.MakeSeed(),
+		size:       opts.Size,
+		ttl:        int64(opts.TTL),
+		maxBytes:   opts.MaxBytes,
+		perChannel: opts.PerChannel,
+		now:        now,
+		seed:       maphash.MakeSeed(),
 	}
 	for i := range c.shards {
 		c.shards[i].logs = make(map[string]*chanLog)
@@ -188,7 +198,7 @@ func (c *Cache) Append(m *broker.Message) {
 			continue
 		}
 		now := c.now()
-		l.trimTTL(now - c.ttl)
+		l.trimTTL(now - l.ttl)
 		if !l.push(m, now) {
 			l.mu.Unlock()
 			return
@@ -210,15 +220,31 @@ func (c *Cache) create(sh *shard, ch string) *chanLog {
 	if l := sh.logs[ch]; l != nil {
 		return l
 	}
-	l := newLog(ch, c.size)
+	size, ttl := c.limits(ch)
+	l := newLog(ch, size, ttl)
 	if t, ok := sh.tombs[ch]; ok {
-		if c.now()-t.at < c.ttl {
+		if c.now()-t.at < t.ttl {
 			l.lost = t.err
 		}
 		delete(sh.tombs, ch)
 	}
 	sh.logs[ch] = l
 	return l
+}
+
+// limits returns the size and ttl (nanoseconds) of channel's log.
+func (c *Cache) limits(channel string) (int, int64) {
+	size, ttl := c.size, c.ttl
+	if c.perChannel != nil {
+		s, t := c.perChannel(channel)
+		if s > 0 && s <= maxSizeLimit {
+			size = s
+		}
+		if t > 0 && t <= maxTTL {
+			ttl = int64(t)
+		}
+	}
+	return size, ttl
 }
 
 // account tells ristretto about l's cost, under l.mu. Every call that
@@ -234,7 +260,7 @@ func (c *Cache) create(sh *shard, ch string) *chanLog {
 func (c *Cache) account(l *chanLog, now int64) (readmit bool) {
 	switch l.state {
 	case stUnsent:
-		if c.rc.SetWithTTL(l.ch, l, l.bytes, time.Duration(c.ttl*3/2)) {
+		if c.rc.SetWithTTL(l.ch, l, l.bytes, time.Duration(l.ttl*3/2)) {
 			l.state, l.reported, l.setAt = stPending, l.bytes, now
 		}
 		return false
@@ -249,11 +275,11 @@ func (c *Cache) account(l *chanLog, now int64) (readmit bool) {
 	if diff < 0 {
 		diff = -diff
 	}
-	if diff < max(l.reported/8, 512) && now-l.setAt < c.ttl/2 {
+	if diff < max(l.reported/8, 512) && now-l.setAt < l.ttl/2 {
 		return false
 	}
 	grew := l.bytes > l.reported
-	c.rc.SetWithTTL(l.ch, l, l.bytes, time.Duration(c.ttl*3/2))
+	c.rc.SetWithTTL(l.ch, l, l.bytes, time.Duration(l.ttl*3/2))
 	l.reported, l.setAt = l.bytes, now
 	// A cost update never makes ristretto evict: only adding a key does.
 	// When growth took the cache over its bound, offer the log again as
@@ -289,7 +315,7 @@ func (c *Cache) drop(l *chanLog, rejected bool) {
 			if v != l {
 				l.mu.Lock()
 				if !l.dead {
-					c.rc.SetWithTTL(l.ch, l, l.bytes, time.Duration(c.ttl*3/2))
+					c.rc.SetWithTTL(l.ch, l, l.bytes, time.Duration(l.ttl*3/2))
 					l.state, l.reported, l.setAt = stPending, l.bytes, c.now()
 				}
 				l.mu.Unlock()
@@ -306,7 +332,7 @@ func (c *Cache) drop(l *chanLog, rejected bool) {
 		return
 	}
 	now := c.now()
-	l.trimTTL(now - c.ttl)
+	l.trimTTL(now - l.ttl)
 	reason := ErrEvicted
 	if l.n == 0 && l.anyDropped {
 		reason = ErrExpired // everything in it had expired anyway
@@ -317,7 +343,7 @@ func (c *Cache) drop(l *chanLog, rejected bool) {
 		return
 	}
 	delete(sh.logs, l.ch)
-	c.bury(sh, l.ch, reason)
+	c.bury(sh, l.ch, l.ttl, reason)
 }
 
 // Forget drops channel's log because the node stopped receiving the
@@ -333,23 +359,24 @@ func (c *Cache) Forget(channel string) {
 		l.mu.Unlock()
 		delete(sh.logs, channel)
 	}
-	c.bury(sh, channel, ErrExpired)
+	_, ttl := c.limits(channel)
+	c.bury(sh, channel, ttl, ErrExpired)
 	sh.mu.Unlock()
 	c.rc.Del(channel)
 }
 
 // bury remembers channel as lost for reason, for ttl, keeping the
 // tombstones of the shard bounded. The shard's mu is held.
-func (c *Cache) bury(sh *shard, channel string, reason error) {
+func (c *Cache) bury(sh *shard, channel string, ttl int64, reason error) {
 	now := c.now()
 	if len(sh.tombs) >= maxTombs/numShards {
 		for ch, t := range sh.tombs {
-			if now-t.at >= c.ttl || len(sh.tombs) >= maxTombs/numShards*3/4 {
+			if now-t.at >= t.ttl || len(sh.tombs) >= maxTombs/numShards*3/4 {
 				delete(sh.tombs, ch)
 			}
 		}
 	}
-	sh.tombs[channel] = tomb{at: now, err: reason}
+	sh.tombs[channel] = tomb{at: now, ttl: ttl, err: reason}
 }
 
 // lookup returns channel's log, or the error to answer without one.
@@ -363,7 +390,7 @@ func (c *Cache) lookup(channel string) (*chanLog, error) {
 	if l := sh.logs[channel]; l != nil {
 		return l, nil
 	}
-	if t, ok := sh.tombs[channel]; ok && c.now()-t.at < c.ttl {
+	if t, ok := sh.tombs[channel]; ok && c.now()-t.at < t.ttl {
 		return nil, t.err
 	}
 	return nil, ErrNoLog
@@ -403,7 +430,7 @@ func (c *Cache) After(channel, id string) ([]*broker.Message, error) {
 	if l.dead {
 		return nil, l.deadErr
 	}
-	l.trimTTL(c.now() - c.ttl)
+	l.trimTTL(c.now() - l.ttl)
 	start, err := l.place(p)
 	if err != nil {
 		return nil, err
@@ -429,9 +456,50 @@ func (c *Cache) Last(channel string) string {
 	if l.dead {
 		return ""
 	}
-	l.trimTTL(c.now() - c.ttl)
+	l.trimTTL(c.now() - l.ttl)
 	if l.n == 0 {
 		return ""
 	}
 	return l.at(l.n - 1).m.ID
+}
+
+// Tail returns up to n of channel's newest retained messages, oldest
+// first (nil when the cache holds none), for a subscriber that asks to
+// rewind.
+func (c *Cache) Tail(channel string, n int) []*broker.Message {
+	l, err := c.lookup(channel)
+	if err != nil || n <= 0 {
+		return nil
+	}
+	c.rc.Get(channel) // a read counts as a use for the admission policy
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.dead {
+		return nil
+	}
+	l.trimTTL(c.now() - l.ttl)
+	n = min(n, l.n)
+	if n == 0 {
+		return nil
+	}
+	out := make([]*broker.Message, n)
+	for i := range out {
+		out[i] = l.at(l.n - n + i).m
+	}
+	return out
+}
+
+// Len returns how many messages of channel the cache holds.
+func (c *Cache) Len(channel string) int {
+	l, err := c.lookup(channel)
+	if err != nil {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.dead {
+		return 0
+	}
+	l.trimTTL(c.now() - l.ttl)
+	return l.n
 }

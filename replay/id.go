@@ -89,12 +89,15 @@ func parseUint(s string) (uint64, bool) {
 	return n, true
 }
 
+// MaxChannelLen is the longest channel name.
+const MaxChannelLen = 200
+
 // ValidChannel reports whether name is a channel name: 1 to 200
 // characters from A-Z a-z 0-9 _ - . : @ /. The handler checks the
 // channels of requests with it and DecodeCursor those of a cursor, so
 // both accept the same names.
 func ValidChannel(name string) bool {
-	if len(name) == 0 || len(name) > 200 {
+	if len(name) == 0 || len(name) > MaxChannelLen {
 		return false
 	}
 	for i := 0; i < len(name); i++ {

@@ -74,6 +74,7 @@ type chanLog struct {
 	mu   sync.Mutex
 	ch   string
 	size int
+	ttl  int64 // nanoseconds
 
 	buf  []entry
 	head int
@@ -97,8 +98,8 @@ type chanLog struct {
 	deadErr  error // what a lookup on a dead log answers
 }
 
-func newLog(ch string, size int) *chanLog {
-	return &chanLog{ch: ch, size: size, bytes: logOverhead + int64(len(ch))}
+func newLog(ch string, size int, ttl int64) *chanLog {
+	return &chanLog{ch: ch, size: size, ttl: ttl, bytes: logOverhead + int64(len(ch))}
 }
 
 func (l *chanLog) at(i int) *entry {

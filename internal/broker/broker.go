@@ -116,6 +116,10 @@ type Broker interface {
 	// pub/sub only, or afterID is a node-assigned id), or afterID cannot
 	// be placed (errUnknownID).
 	History(ctx context.Context, channel, afterID string, limit int) ([]*Message, error)
+	// Recent returns up to n of the newest stored messages of channel,
+	// oldest first: none when the broker keeps no history for it. An
+	// error wrapping ErrUnavailable means the bus is down.
+	Recent(ctx context.Context, channel string, n int) ([]*Message, error)
 	// Healthy reports whether the bus is reachable.
 	Healthy() bool
 	// Close stops every goroutine of the broker.

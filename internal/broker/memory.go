@@ -102,6 +102,12 @@ func (b *Memory) History(ctx context.Context, channel, afterID string, limit int
 	return nil, errNoHistory
 }
 
+// Recent returns nothing: the embedded broker keeps no history (the
+// node's replay cache holds every message published through it).
+func (b *Memory) Recent(ctx context.Context, channel string, n int) ([]*Message, error) {
+	return nil, nil
+}
+
 // Healthy is true until Close.
 func (b *Memory) Healthy() bool {
 	b.mu.RLock()

@@ -21,6 +21,10 @@ type RedisOptions struct {
 	// StreamTTL is set with EXPIRE on a stream after each Publish,
 	// default 10m; negative: no EXPIRE.
 	StreamTTL time.Duration
+	// PerChannel, when set, gives a channel's stream cap and ttl (the
+	// `channels` rules) in place of StreamMaxLen and StreamTTL; a zero
+	// result takes theirs.
+	PerChannel func(channel string) (maxLen int64, ttl time.Duration)
 	// Timeout bounds each operation the hub waits for (Subscribe,
 	// Publish, History), default 3s.
 	Timeout time.Duration

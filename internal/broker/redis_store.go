@@ -51,15 +51,16 @@ func (r *Redis) xadd(ctx context.Context, channel, event string, data []byte) (s
 	if event != "" {
 		values = append(values, "event", event)
 	}
+	maxLen, ttl := r.streamLimits(channel)
 	pipe := r.uc.Pipeline()
 	add := pipe.XAdd(ctx, &redis.XAddArgs{
 		Stream: key,
-		MaxLen: r.opts.StreamMaxLen,
+		MaxLen: maxLen,
 		Approx: true,
 		Values: values,
 	})
-	if r.opts.StreamTTL > 0 {
-		pipe.Expire(ctx, key, r.opts.StreamTTL)
+	if ttl > 0 {
+		pipe.Expire(ctx, key, ttl)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		if add.Err() == nil && add.Val() != "" {
@@ -70,6 +71,49 @@ func (r *Redis) xadd(ctx context.Context, channel, event string, data []byte) (s
 		return "", fmt.Errorf("publishing to %s: %w", channel, unavailable(err))
 	}
 	return add.Val(), nil
+}
+
+// streamLimits returns the cap and ttl of channel's stream.
+func (r *Redis) streamLimits(channel string) (int64, time.Duration) {
+	maxLen, ttl := r.opts.StreamMaxLen, r.opts.StreamTTL
+	if r.opts.PerChannel != nil {
+		if n, t := r.opts.PerChannel(channel); n > 0 || t > 0 {
+			if n > 0 {
+				maxLen = n
+			}
+			if t > 0 {
+				ttl = t
+			}
+		}
+	}
+	return maxLen, ttl
+}
+
+// Recent returns up to n of the newest messages of channel's stream,
+// oldest first (XREVRANGE key + - COUNT n). A channel without a stream
+// gives none.
+func (r *Redis) Recent(ctx context.Context, channel string, n int) ([]*Message, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	if !r.Healthy() {
+		return nil, fmt.Errorf("recent messages of %s: %w", channel, ErrUnavailable)
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
+	defer cancel()
+	xs, err := r.uc.XRevRangeN(ctx, r.key(channel), "+", "-", int64(n)).Result()
+	if err != nil {
+		if isWrongType(err) {
+			return nil, nil // a key of another type: no stream of ours
+		}
+		return nil, fmt.Errorf("recent messages of %s: %w", channel, unavailable(err))
+	}
+	now := time.Now()
+	out := make([]*Message, len(xs))
+	for i, x := range xs {
+		out[len(xs)-1-i] = streamMessage(channel, x, now)
+	}
+	return out, nil
 }
 
 // History returns up to limit messages of channel's stream after afterID

@@ -15,6 +15,7 @@ import (
 	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/internal/hub"
 	"github.com/caddy-realtime/realtime/internal/metrics"
+	"github.com/caddy-realtime/realtime/internal/rules"
 	"github.com/caddy-realtime/realtime/replay"
 	"github.com/caddy-realtime/realtime/ws"
 	"github.com/caddyserver/caddy/v2"
@@ -111,6 +112,10 @@ func (h *Endpoint) wsPublisher(claims *auth.Claims) ws.PublishFunc {
 		case !claims.CanPublish(channel):
 			metrics.Refuse("scope")
 			return "", fmt.Errorf("ticket does not allow publishing to %q", channel)
+		}
+		if rule := h.rules.Match(channel); rule.Publish == rules.PublishOff || rule.Publish == rules.PublishKey {
+			metrics.Refuse("scope")
+			return "", fmt.Errorf("channel %q does not take publishes from tickets (channels %s { publish %s })", channel, rule.Pattern, rule.Publish)
 		}
 		return h.hub.Publish(ctx, channel, event, data, broker.SourceWS)
 	}

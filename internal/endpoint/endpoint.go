@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddy-realtime/realtime/auth"
 	"github.com/caddy-realtime/realtime/internal/hub"
+	"github.com/caddy-realtime/realtime/internal/rules"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
@@ -25,6 +26,8 @@ import (
 type Config struct {
 	// Hub serves subscriptions; nil: passthrough only.
 	Hub *hub.Hub
+	// Rules are the hub's channel rules (nil: the defaults for all).
+	Rules *rules.Set
 	// Conns tracks hub WebSocket connections, which belong to the hub's
 	// state rather than to this endpoint.
 	Conns   ConnTracker
@@ -64,6 +67,7 @@ type ConnTracker interface {
 // Endpoint serves requests; see the package doc.
 type Endpoint struct {
 	hub             *hub.Hub
+	rules           *rules.Set
 	conns           ConnTracker
 	origins         *auth.Origins
 	tickets         *Tickets
@@ -90,7 +94,7 @@ type Endpoint struct {
 func New(cfg Config) *Endpoint {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Endpoint{
-		hub: cfg.Hub, conns: cfg.Conns, origins: cfg.Origins, tickets: cfg.Tickets,
+		hub: cfg.Hub, rules: cfg.Rules, conns: cfg.Conns, origins: cfg.Origins, tickets: cfg.Tickets,
 		publishKey: cfg.PublishKey, heartbeat: cfg.Heartbeat, longpollTimeout: cfg.LongpollTimeout,
 		limits: cfg.Limits, directWrites: cfg.DirectWrites, logger: cfg.Logger,
 		admission: &admission{perIP: make(map[string]int)},

@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -36,6 +37,11 @@ func (h *Endpoint) serveSubscribe(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return badRequest("%v", err)
 	}
+	rewind, err := h.rewindOf(r, channels)
+	if err != nil {
+		return err
+	}
+	from.Rewind(rewind)
 	l, err := h.lease(r, channels, transport, from)
 	if l == nil {
 		return err // nil: the client left while its channels were subscribed
@@ -68,6 +74,28 @@ func transportOf(r *http.Request) string {
 		return "sse"
 	}
 	return "longpoll"
+}
+
+// rewindOf is, per channel, how many of its newest messages the client
+// gets first when it has no cursor: ?rewind=<n>, capped by the channel's
+// rule, or the rule's rewind when the client does not ask.
+func (h *Endpoint) rewindOf(r *http.Request, channels []string) ([]int, error) {
+	q := r.URL.Query()
+	asked := q.Has("rewind")
+	requested := 0
+	if asked {
+		v := q.Get("rewind")
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return nil, badRequest("invalid rewind %q: want a number of messages, 0 or more", truncate(v, 32))
+		}
+		requested = n
+	}
+	out := make([]int, len(channels))
+	for i, c := range channels {
+		out[i] = h.rules.Match(c).RewindFor(requested, asked)
+	}
+	return out, nil
 }
 
 // cursorOf is the client's cursor: Last-Event-ID (SSE; it wins) or

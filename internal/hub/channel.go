@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddy-realtime/realtime/internal/broker"
+	"github.com/caddy-realtime/realtime/internal/rules"
 )
 
 // The channel registry: which channels this node has subscribed at the
@@ -30,6 +31,7 @@ type shard struct {
 
 type channel struct {
 	name  string
+	rule  *rules.Rule   // nil without Options.Rules
 	ready chan struct{} // closed once the broker confirmed the subscription
 	err   error         // the broker's answer; valid after ready is closed
 
@@ -134,6 +136,9 @@ func (h *Hub) acquire(ctx context.Context, name string, s *subscriber) error {
 	creator := c == nil
 	if creator {
 		c = &channel{name: name, ready: make(chan struct{})}
+		if h.opts.Rules != nil {
+			c.rule = h.opts.Rules.Match(name)
+		}
 		sh.channels[name] = c
 	}
 	c.refs++
@@ -199,14 +204,18 @@ func (h *Hub) releaseLocked(name string, s *subscriber) (evict *channel) {
 		failed = c.err != nil
 	default:
 	}
-	if failed || h.opts.Linger <= 0 {
+	linger := h.opts.Linger
+	if c.rule != nil {
+		linger = c.rule.ReplayTTL
+	}
+	if failed || linger <= 0 {
 		delete(sh.channels, name)
 		if !failed {
 			h.broker.Unsubscribe(name)
 		}
 		return nil
 	}
-	c.linger = time.AfterFunc(h.opts.Linger, func() { h.expire(name, c) })
+	c.linger = time.AfterFunc(linger, func() { h.expire(name, c) })
 	return h.markIdle(c)
 }
 

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/caddy-realtime/realtime/internal/broker"
+	"github.com/caddy-realtime/realtime/internal/rules"
 	"github.com/caddy-realtime/realtime/replay"
 	"go.uber.org/zap"
 )
@@ -69,6 +70,9 @@ type Options struct {
 	// Linger); past it, the one idle the longest is dropped. Zero or
 	// less: no bound.
 	IdleChannels int
+	// Rules, when set, give each channel's settings (the `channels`
+	// rules); a channel's replay ttl is then its Linger.
+	Rules *rules.Set
 	// Replay, if set, keeps every message the hub receives so that
 	// clients can resume.
 	Replay   *replay.Cache

@@ -24,6 +24,24 @@ type From struct {
 	// unplaceable is a cursor that is no id of ours: every channel gets
 	// the reset signal.
 	unplaceable bool
+	// rewind is, per channel, how many of its newest retained messages
+	// a client without a cursor gets first (nil: none).
+	rewind []int
+}
+
+// Rewind asks for up to n[i] of the newest retained messages of the
+// i-th channel to be sent first, in order, before the live ones. A
+// client with a cursor resumes from it instead: Rewind does nothing.
+func (f *From) Rewind(n []int) {
+	if f.cursor != "" || len(n) != len(f.positions) {
+		return
+	}
+	for _, k := range n {
+		if k > 0 {
+			f.rewind = n
+			return
+		}
+	}
 }
 
 // ErrBadCursor is a client's cursor that cannot be an id at all.
@@ -90,6 +108,8 @@ func (h *Hub) resume(ctx context.Context, s *subscriber, from From) *Session {
 		}
 	case from.bare != "":
 		replayed = h.resumeBare(ctx, positions, from.bare)
+	case from.rewind != nil:
+		replayed = h.rewind(ctx, positions, from.rewind)
 	default:
 		replayed = h.resumeEach(ctx, positions)
 	}
@@ -130,6 +150,60 @@ func (h *Hub) resumeEach(ctx context.Context, positions []replay.Position) []*En
 		}
 	}
 	return replayed
+}
+
+// rewind starts each channel from up to n[i] of its newest retained
+// messages. The subscription is live already: a message that arrives
+// while they are read is either among them (and the session drops its
+// live copy) or after them.
+func (h *Hub) rewind(ctx context.Context, positions []replay.Position, n []int) []*Envelope {
+	var replayed []*Envelope
+	for i := range positions {
+		p := &positions[i]
+		msgs := h.recent(ctx, p.Channel, n[i])
+		if len(msgs) == 0 {
+			p.ID = h.LastID(p.Channel)
+			continue
+		}
+		for _, m := range msgs {
+			replayed = append(replayed, NewEnvelope(m))
+		}
+		p.ID = msgs[len(msgs)-1].ID
+	}
+	return replayed
+}
+
+// recent returns up to n of channel's newest retained messages, oldest
+// first: from this node's replay cache, or from the channel's Redis
+// stream when that holds more (a node that has not been caching the
+// channel, or since less long than the stream's span). Reset signals
+// are left out: a client that starts here has missed nothing.
+func (h *Hub) recent(ctx context.Context, channel string, n int) []*broker.Message {
+	if n <= 0 {
+		return nil
+	}
+	var msgs []*broker.Message
+	if h.opts.Replay != nil {
+		msgs = withoutResets(h.opts.Replay.Tail(channel, n))
+	}
+	if len(msgs) < n {
+		stored, err := h.broker.Recent(ctx, channel, n)
+		if err == nil && len(stored) > len(msgs) {
+			msgs = h.validEvents(stored)
+		}
+	}
+	return msgs
+}
+
+// withoutResets returns msgs without the reset signals among them.
+func withoutResets(msgs []*broker.Message) []*broker.Message {
+	out := msgs[:0:0]
+	for _, m := range msgs {
+		if m.Event != eventReset {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // resumeBare places an id that belongs to one of the channels: it is

@@ -13,6 +13,7 @@ import (
 	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/internal/hub"
 	"github.com/caddy-realtime/realtime/internal/metrics"
+	"github.com/caddy-realtime/realtime/internal/rules"
 	"github.com/caddy-realtime/realtime/replay"
 	"go.uber.org/zap"
 )
@@ -26,12 +27,20 @@ type Config struct {
 	ReplayTTL  time.Duration `json:"replay_ttl"`
 	// IdleChannels bounds the channels kept without a subscriber.
 	IdleChannels int `json:"idle_channels"`
+	// Rules are the `channels` rules, with the hub's settings filled in.
+	Rules []rules.Rule `json:"rules,omitempty"`
+}
+
+// ruleSet compiles the rules of cfg.
+func (cfg Config) ruleSet() (*rules.Set, error) {
+	return rules.New(cfg.Rules, rules.Rule{ReplaySize: cfg.ReplaySize, ReplayTTL: cfg.ReplayTTL})
 }
 
 // Node is what outlives a config reload.
 type Node struct {
 	Hub    *hub.Hub
 	Broker broker.Broker
+	Rules  *rules.Set
 	cache  *replay.Cache
 	logger *zap.Logger
 
@@ -44,7 +53,19 @@ type Node struct {
 // Redis when configured).
 func New(key Config, logger *zap.Logger) (*Node, error) {
 	s := &Node{logger: logger, conns: make(map[io.Closer]struct{})}
-	cache, err := replay.New(replay.Options{Size: key.ReplaySize, TTL: key.ReplayTTL})
+	set, err := key.ruleSet()
+	if err != nil {
+		return nil, err
+	}
+	s.Rules = set
+	cache, err := replay.New(replay.Options{
+		Size: key.ReplaySize,
+		TTL:  key.ReplayTTL,
+		PerChannel: func(channel string) (int, time.Duration) {
+			r := set.Match(channel)
+			return r.ReplaySize, r.ReplayTTL
+		},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("replay cache: %w", err)
 	}
@@ -52,6 +73,7 @@ func New(key Config, logger *zap.Logger) (*Node, error) {
 	s.Hub = hub.New(hub.Options{
 		Linger:       key.ReplayTTL,
 		IdleChannels: key.IdleChannels,
+		Rules:        set,
 		Replay:       cache,
 		Logger:       logger,
 		Observer:     metrics.Observer{},
@@ -66,6 +88,10 @@ func New(key Config, logger *zap.Logger) (*Node, error) {
 			Prefix:       key.Prefix,
 			StreamMaxLen: int64(key.ReplaySize),
 			StreamTTL:    key.ReplayTTL,
+			PerChannel: func(channel string) (int64, time.Duration) {
+				r := set.Match(channel)
+				return int64(r.ReplaySize), r.ReplayTTL
+			},
 			OnHealth: func(up bool) {
 				metrics.RedisUp(up, up && wasDown)
 				wasDown = !up

@@ -13,6 +13,7 @@ import (
 	"github.com/caddy-realtime/realtime/client"
 	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/internal/hub"
+	"github.com/caddy-realtime/realtime/internal/rules"
 	"github.com/caddy-realtime/realtime/replay"
 	"github.com/caddy-realtime/realtime/ws"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -124,12 +125,27 @@ func (h *Endpoint) servePublish(w http.ResponseWriter, r *http.Request) error {
 }
 
 // authorizePublish lets a request publish with the publish key (or, once
-// tickets are on, a ticket with publish rights on channel).
+// tickets are on, a ticket with publish rights on channel), as far as
+// the channel's rule allows. What the rule refuses is refused before a
+// ticket is verified, so that a single-use ticket is not spent on it.
 func (h *Endpoint) authorizePublish(r *http.Request, channel string) error {
+	rule := h.rules.Match(channel)
+	if rule.Publish == rules.PublishOff {
+		return refused(http.StatusForbidden, "scope", "publishing to %q over HTTP is off (channels %s { publish off }): its messages come through Redis", channel, rule.Pattern)
+	}
 	header := r.Header.Get("Authorization")
 	token := auth.Bearer(header)
 	if h.publishKey != "" && token != "" && constantTimeEqual(token, h.publishKey) {
+		if rule.Publish == rules.PublishTicket {
+			return refused(http.StatusForbidden, "scope", "channel %q takes publishes from tickets only (channels %s { publish ticket }), not the publish key", channel, rule.Pattern)
+		}
 		return nil
+	}
+	if rule.Publish == rules.PublishKey {
+		if header == "" {
+			return refused(http.StatusUnauthorized, "ticket", "missing publish key: channel %q takes publishes with Authorization: Bearer <publish_key> only (channels %s { publish key })", channel, rule.Pattern)
+		}
+		return refused(http.StatusUnauthorized, "ticket", "invalid publish key: channel %q takes publishes with the publish key only (channels %s { publish key })", channel, rule.Pattern)
 	}
 	if h.tickets != nil {
 		claims, err := h.verifyTicket(r)
@@ -150,8 +166,10 @@ func (h *Endpoint) authorizePublish(r *http.Request, channel string) error {
 		switch {
 		case h.publishKey == "":
 			return refused(http.StatusUnauthorized, "ticket", "missing ticket: pass ?ticket=<ticket> or Authorization: Bearer <ticket> with publish rights")
-		case h.tickets != nil:
+		case h.tickets != nil && rule.Publish != rules.PublishTicket:
 			return refused(http.StatusUnauthorized, "ticket", "missing credentials: send Authorization: Bearer <publish_key> or a ticket with publish rights")
+		case h.tickets != nil:
+			return refused(http.StatusUnauthorized, "ticket", "missing ticket: channel %q takes publishes from tickets with publish rights only", channel)
 		}
 		return refused(http.StatusUnauthorized, "ticket", "missing publish key: send Authorization: Bearer <publish_key>")
 	}

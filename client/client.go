@@ -1,6 +1,7 @@
 // Package client holds realtime.js, the hub's browser client, and serves
 // it: as a classic script (realtime.js, which defines window.Realtime) and
-// as an ES module (realtime.mjs, which exports Realtime).
+// as an ES module (realtime.mjs, which exports Realtime), with its
+// TypeScript declarations (realtime.d.ts) beside them.
 //
 // realtime.js is the one source: the module is the same text with its
 // last line, the window assignment, replaced by an export statement.
@@ -19,6 +20,11 @@ import (
 //go:embed realtime.js
 var script []byte
 
+// types declares the API of realtime.js, for both of its forms.
+//
+//go:embed realtime.d.ts
+var types []byte
+
 // scriptExport is the line of realtime.js that makes it a classic script;
 // moduleExport replaces it in realtime.mjs.
 const (
@@ -34,6 +40,12 @@ type asset struct {
 var (
 	jsAsset  = newAsset(script)
 	mjsAsset = newAsset(toModule(script))
+	dtsAsset = newAsset(types)
+)
+
+const (
+	jsType  = "text/javascript; charset=utf-8"
+	dtsType = "application/typescript; charset=utf-8"
 )
 
 // toModule derives realtime.mjs from realtime.js. It panics if realtime.js
@@ -57,12 +69,24 @@ func newAsset(b []byte) asset {
 // no-cache (so browsers revalidate and pick up upgrades), and 304 Not
 // Modified for a matching If-None-Match. HEAD gets the headers only.
 func Serve(w http.ResponseWriter, r *http.Request, module bool) {
-	a := jsAsset
 	if module {
-		a = mjsAsset
+		serve(w, r, mjsAsset, jsType)
+		return
 	}
+	serve(w, r, jsAsset, jsType)
+}
+
+// ServeTypes writes realtime.d.ts, the TypeScript declarations of the
+// client, as Serve writes the client: Content-Type
+// application/typescript, a strong ETag, Cache-Control no-cache, 304 for
+// a matching If-None-Match, headers only for HEAD.
+func ServeTypes(w http.ResponseWriter, r *http.Request) {
+	serve(w, r, dtsAsset, dtsType)
+}
+
+func serve(w http.ResponseWriter, r *http.Request, a asset, contentType string) {
 	h := w.Header()
-	h.Set("Content-Type", "text/javascript; charset=utf-8")
+	h.Set("Content-Type", contentType)
 	h.Set("Cache-Control", "no-cache")
 	h.Set("ETag", a.etag)
 	h.Set("X-Content-Type-Options", "nosniff")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -50,6 +51,7 @@ func TestServe(t *testing.T) {
 		name        string
 		method      string
 		module      bool
+		types       bool
 		ifNoneMatch string
 		wantStatus  int
 		wantBody    []byte
@@ -62,6 +64,10 @@ func TestServe(t *testing.T) {
 		{name: "star", method: http.MethodGet, ifNoneMatch: "*", wantStatus: 304},
 		{name: "other file's etag", method: http.MethodGet, module: true, ifNoneMatch: jsAsset.etag, wantStatus: 200, wantBody: mjsAsset.body},
 		{name: "stale etag", method: http.MethodGet, ifNoneMatch: `"old"`, wantStatus: 200, wantBody: jsAsset.body},
+		{name: "types", method: http.MethodGet, types: true, wantStatus: 200, wantBody: dtsAsset.body},
+		{name: "types head", method: http.MethodHead, types: true, wantStatus: 200, wantBody: nil},
+		{name: "types matching etag", method: http.MethodGet, types: true, ifNoneMatch: dtsAsset.etag, wantStatus: 304},
+		{name: "types with the script's etag", method: http.MethodGet, types: true, ifNoneMatch: jsAsset.etag, wantStatus: 200, wantBody: dtsAsset.body},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,14 +76,21 @@ func TestServe(t *testing.T) {
 				r.Header.Set("If-None-Match", tc.ifNoneMatch)
 			}
 			w := httptest.NewRecorder()
-			Serve(w, r, tc.module)
+			if tc.types {
+				ServeTypes(w, r)
+			} else {
+				Serve(w, r, tc.module)
+			}
 			res := w.Result()
 			if res.StatusCode != tc.wantStatus {
 				t.Fatalf("status %d, want %d", res.StatusCode, tc.wantStatus)
 			}
-			want := jsAsset.etag
-			if tc.module {
+			want, wantType := jsAsset.etag, "text/javascript; charset=utf-8"
+			switch {
+			case tc.module:
 				want = mjsAsset.etag
+			case tc.types:
+				want, wantType = dtsAsset.etag, "application/typescript; charset=utf-8"
 			}
 			if got := res.Header.Get("ETag"); got != want {
 				t.Errorf("ETag %q, want %q", got, want)
@@ -86,8 +99,13 @@ func TestServe(t *testing.T) {
 				t.Errorf("Cache-Control %q, want no-cache", got)
 			}
 			if tc.wantStatus == 200 {
-				if got := res.Header.Get("Content-Type"); got != "text/javascript; charset=utf-8" {
-					t.Errorf("Content-Type %q", got)
+				if got := res.Header.Get("Content-Type"); got != wantType {
+					t.Errorf("Content-Type %q, want %q", got, wantType)
+				}
+				if tc.types && tc.method == http.MethodHead {
+					if got := res.Header.Get("Content-Length"); got != strconv.Itoa(len(dtsAsset.body)) {
+						t.Errorf("HEAD Content-Length %q, want %d", got, len(dtsAsset.body))
+					}
 				}
 			}
 			if !bytes.Equal(w.Body.Bytes(), tc.wantBody) {
@@ -100,5 +118,16 @@ func TestServe(t *testing.T) {
 func TestETagIsStrongAndQuoted(t *testing.T) {
 	if !strings.HasPrefix(jsAsset.etag, `"`) || !strings.HasSuffix(jsAsset.etag, `"`) || strings.HasPrefix(jsAsset.etag, "W/") {
 		t.Fatalf("ETag %q is not a strong quoted tag", jsAsset.etag)
+	}
+}
+
+func TestTypesEmbedded(t *testing.T) {
+	for _, want := range []string{"declare class Realtime", "interface Window", "declare module '*/realtime.mjs'"} {
+		if !bytes.Contains(dtsAsset.body, []byte(want)) {
+			t.Errorf("realtime.d.ts has no %q", want)
+		}
+	}
+	if dtsAsset.etag == jsAsset.etag || dtsAsset.etag == mjsAsset.etag {
+		t.Fatalf("realtime.d.ts shares an ETag with the client")
 	}
 }

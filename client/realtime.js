@@ -15,6 +15,8 @@ var Realtime = (function () {
   var TRANSPORTS = ['websocket', 'sse', 'longpoll'];
   var EVENTS = ['message', 'reset', 'state', 'error'];
   var RESET_EVENT = 'realtime.reset';
+  var CLOSED_EVENT = 'realtime.closed'; // the hub ended the subscription for good
+  var CLOSE_CODE = 4000; // the WebSocket close code of realtime.closed
   var CHANNEL_RE = /^[A-Za-z0-9_\-.:@/]{1,200}$/;
 
   var DEFAULTS = {
@@ -70,6 +72,16 @@ var Realtime = (function () {
     };
   }
 
+  // closedReason reads the reason of a realtime.closed event from its
+  // data: {"reason": ...}, as an object or as JSON text.
+  function closedReason(data) {
+    var o = data;
+    if (typeof o === 'string') {
+      try { o = JSON.parse(o); } catch (e) { o = null; }
+    }
+    return o && typeof o === 'object' && typeof o.reason === 'string' && o.reason ? o.reason : 'disconnected';
+  }
+
   function rethrowLater(err) {
     setTimeout(function () { throw err; }, 0);
   }
@@ -78,8 +90,9 @@ var Realtime = (function () {
     /**
      * @param {string} url the hub's URL, e.g. '/hub'
      * @param {object} options {channels, transports, ticketURL, withCredentials,
-     *   lastEventId, minRetryDelay, maxRetryDelay, connectTimeout, idleTimeout,
-     *   publishTimeout}
+     *   lastEventId, rewind, minRetryDelay, maxRetryDelay, connectTimeout,
+     *   idleTimeout, publishTimeout}
+     * (realtime.d.ts declares them; a test keeps the two in step.)
      */
     constructor(url, options) {
       options = options || {};
@@ -112,6 +125,15 @@ var Realtime = (function () {
         this._opts[k] = typeof options[k] === 'number' && options[k] >= 0 ? options[k] : DEFAULTS[k];
       }
       this._cursor = options.lastEventId ? String(options.lastEventId) : '';
+      // rewind: on a connect without a cursor, ask for up to the last n
+      // messages of each channel first (null: not asked, the hub's rule decides)
+      this._rewind = null;
+      if (options.rewind != null) {
+        if (typeof options.rewind !== 'number' || !(options.rewind >= 0) || options.rewind % 1 !== 0) {
+          throw new TypeError('Realtime: options.rewind must be a non-negative integer, not ' + JSON.stringify(options.rewind));
+        }
+        this._rewind = options.rewind;
+      }
       this._listeners = { message: [], reset: [], state: [], error: [] };
       this._state = 'connecting';
       this._transport = this._transports[0];
@@ -220,14 +242,15 @@ var Realtime = (function () {
       }
     }
 
-    _setState(state, transport, error) {
+    _setState(state, transport, error, reason) {
       this._state = state;
       this._transport = transport;
       var key = state + '/' + transport;
-      if (key === this._lastState && !error) return;
+      if (key === this._lastState && !error && !reason) return;
       this._lastState = key;
       var s = { state: state, transport: transport };
       if (error) s.error = error;
+      if (reason) s.reason = reason;
       this._emit('state', s);
     }
 
@@ -238,6 +261,10 @@ var Realtime = (function () {
         if (m.id === this._cursor) return; // already seen: a replay overlap
         this._cursor = m.id;
       }
+      if (m.event === CLOSED_EVENT) {
+        this._closedByHub(conn, closedReason(m.data));
+        return;
+      }
       if (m.event === RESET_EVENT) {
         var r = {};
         try { r = JSON.parse(typeof m.data === 'string' ? m.data : ''); } catch (e) { r = {}; }
@@ -245,6 +272,16 @@ var Realtime = (function () {
         return;
       }
       this._emit('message', m);
+    }
+
+    // _closedByHub ends the client for good when the hub says so
+    // (realtime.closed, or WebSocket close code 4000): no reconnect, no
+    // other transport; state 'closed' with the hub's reason.
+    _closedByHub(conn, reason) {
+      if (conn !== this._conn || conn.done || this._closed) return;
+      this._closed = true;
+      this._teardown();
+      this._setState('closed', conn.transport, undefined, reason || 'disconnected');
     }
 
     // ---- connection lifecycle
@@ -386,9 +423,11 @@ var Realtime = (function () {
     _subscribeURL(extra) {
       var u = new URL(this._url.href);
       var q = u.searchParams;
-      ['channel', 'last_event_id', 'ticket', 'format'].forEach(function (k) { q.delete(k); });
+      ['channel', 'last_event_id', 'rewind', 'ticket', 'format'].forEach(function (k) { q.delete(k); });
       for (var i = 0; i < this._channels.length; i++) q.append('channel', this._channels[i]);
+      // a cursor resumes; only a client without one asks for a rewind
       if (this._cursor) q.set('last_event_id', this._cursor);
+      else if (this._rewind !== null) q.set('rewind', String(this._rewind));
       for (var k in extra) {
         if (extra[k]) q.set(k, extra[k]);
       }
@@ -464,6 +503,10 @@ var Realtime = (function () {
           }
         };
         ws.onclose = function (ev) {
+          if (ev.code === CLOSE_CODE) {
+            self._closedByHub(conn, ev.reason || 'disconnected');
+            return;
+          }
           self._failed(conn, RealtimeError('Realtime: WebSocket closed' + (ev.code ? ' (' + ev.code + (ev.reason ? ' ' + ev.reason : '') + ')' : ''), { code: ev.code }));
         };
       });
@@ -587,6 +630,11 @@ var Realtime = (function () {
         }
         var o = null;
         try { o = JSON.parse(ev.data); } catch (e) { o = null; }
+        if (ev.event === CLOSED_EVENT) {
+          // data {"reason": ...} (or the JSON form of a message carrying it)
+          self._closedByHub(conn, closedReason(o && typeof o === 'object' && o.event === CLOSED_EVENT ? o.data : o));
+          return;
+        }
         var m = o && typeof o === 'object' && o.type === undefined ? decode(o, ev.id) : null;
         if (!m) {
           // not the JSON form (a hub that ignored format=json): pass it on
@@ -647,7 +695,12 @@ var Realtime = (function () {
         if (!j || !Array.isArray(j.messages)) throw RealtimeError('Realtime: long-poll answer has no messages');
         this._opened(conn);
         for (var k = 0; k < j.messages.length && !conn.done; k++) {
-          this._deliver(conn, decode(j.messages[k]));
+          var e = j.messages[k];
+          if (e && e.event === CLOSED_EVENT) {
+            this._closedByHub(conn, closedReason(e.data));
+            return;
+          }
+          this._deliver(conn, decode(e));
         }
         if (conn.done) return;
         if (j.last_event_id) this._cursor = String(j.last_event_id);

@@ -13,8 +13,9 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const source = fs.readFileSync(path.join(here, '..', 'realtime.js'), 'utf8');
 const WAIT = 5000;
 
-// load runs realtime.js in a fresh context with the given fetch.
-function load(fetch) {
+// load runs realtime.js in a fresh context with the given fetch (and,
+// in extra, more globals: e.g. a fake WebSocket).
+function load(fetch, extra = {}) {
   const ctx = {
     URL, TextDecoder, TextEncoder, ReadableStream, AbortController, Response, Blob,
     setTimeout, clearTimeout, Promise, atob, Uint8Array, ArrayBuffer, JSON, Math, console,
@@ -24,6 +25,7 @@ function load(fetch) {
       return p;
     },
     location: { href: 'http://example.test/page' },
+    ...extra,
   };
   ctx.window = ctx;
   vm.createContext(ctx);
@@ -283,4 +285,188 @@ test('bad arguments throw', () => {
   assert.throws(() => rt.on('mesage', () => {}), /unknown event/);
   rt.close();
   return rt.publish('a', 'x').then(() => assert.fail('publish after close'), (e) => assert.match(e.message, /closed/));
+});
+
+// fakeWebSockets makes a WebSocket class for load's extra: every socket
+// made is in sockets; the test drives it with open(), frame(o), close(code, reason).
+function fakeWebSockets() {
+  const sockets = [];
+  class FakeWebSocket {
+    constructor(url) {
+      this.url = new URL(url);
+      this.sent = [];
+      this.closed = null;
+      sockets.push(this);
+      setTimeout(() => { for (const c of checks) c(); }, 0);
+    }
+    send(s) { this.sent.push(JSON.parse(s)); }
+    close(code) { this.closed = code; }
+    frame(o) { this.onmessage?.({ data: JSON.stringify(o) }); }
+    end(code, reason = '') { this.onclose?.({ code, reason }); }
+  }
+  return { sockets, WebSocket: FakeWebSocket };
+}
+
+const pending = (init) => new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(new Error('aborted'))));
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+test('rewind: asked on a connect without a cursor, over every transport; never with one', async () => {
+  // long-poll: the first poll asks for the rewind, the next ones resume
+  {
+    const seen = [];
+    const answers = [
+      { messages: [{ channel: 'news', id: '2-0', event: 'message', data: 'b' },
+        { channel: 'news', id: '3-0', event: 'message', data: 'c' }], last_event_id: '3-0' },
+      { messages: [{ channel: 'news', id: '4-0', event: 'message', data: 'live' }], last_event_id: '4-0' },
+    ];
+    const Realtime = load(async (url, init) => {
+      const q = new URL(url).searchParams;
+      seen.push({ rewind: q.get('rewind'), cursor: q.get('last_event_id') });
+      const a = answers.shift();
+      return a ? json(a) : pending(init);
+    });
+    const rt = new Realtime('/hub?rewind=9', { channels: ['news'], transports: ['longpoll'], rewind: 2 });
+    const log = collect(rt);
+    await log.until((l) => l.messages.length === 3 && seen.length === 3, 'three messages, a third poll');
+    rt.close();
+    assert.deepEqual(log.messages.map((m) => m.data), ['b', 'c', 'live']);
+    assert.deepEqual(seen, [{ rewind: '2', cursor: null }, { rewind: null, cursor: '3-0' }, { rewind: null, cursor: '4-0' }]);
+  }
+  // SSE: the rewound messages come after retry:; the reconnect resumes
+  {
+    const urls = [];
+    const Realtime = load(async (url, init) => {
+      urls.push(new URL(url));
+      if (urls.length === 1) {
+        return sseResponse(['retry: 1000\n\n' +
+          'id: 2-0\ndata: {"channel":"news","id":"2-0","event":"message","data":"b"}\n\n' +
+          'id: 3-0\ndata: {"channel":"news","id":"3-0","event":"message","data":"c"}\n\n']);
+      }
+      return sseResponse(['retry: 1000\n\n'], { end: false, signal: init.signal });
+    });
+    const rt = new Realtime('/hub', { channels: ['news'], transports: ['sse'], rewind: 2, minRetryDelay: 5 });
+    const log = collect(rt);
+    await log.until((l) => urls.length === 2 && l.states.filter((s) => s.state === 'open').length === 2, 'a resumed stream');
+    rt.close();
+    assert.deepEqual(log.messages.map((m) => m.data), ['b', 'c']);
+    assert.equal(urls[0].searchParams.get('rewind'), '2');
+    assert.equal(urls[0].searchParams.get('last_event_id'), null);
+    assert.equal(urls[1].searchParams.get('rewind'), null);
+    assert.equal(urls[1].searchParams.get('last_event_id'), '3-0');
+  }
+  // WebSocket: rewind on the first URL; after a drop, the cursor instead
+  {
+    const ws = fakeWebSockets();
+    const Realtime = load(async () => { throw new Error('no fetch expected'); }, { WebSocket: ws.WebSocket });
+    const rt = new Realtime('/hub', { channels: ['news'], transports: ['websocket'], rewind: 0, minRetryDelay: 5 });
+    const log = collect(rt);
+    await log.until(() => ws.sockets.length === 1, 'a socket');
+    assert.equal(ws.sockets[0].url.protocol, 'ws:');
+    assert.equal(ws.sockets[0].url.searchParams.get('rewind'), '0', 'rewind: 0 is sent (it overrides a rule)');
+    ws.sockets[0].frame({ type: 'subscribed' });
+    ws.sockets[0].frame({ channel: 'news', id: '5-0', event: 'message', data: 'x' });
+    ws.sockets[0].end(1006);
+    await log.until(() => ws.sockets.length === 2, 'a second socket');
+    rt.close();
+    assert.equal(ws.sockets[1].url.searchParams.get('rewind'), null);
+    assert.equal(ws.sockets[1].url.searchParams.get('last_event_id'), '5-0');
+  }
+  // a cursor from the start (lastEventId), or no rewind option: no rewind
+  for (const opts of [{ rewind: 5, lastEventId: '1-0' }, {}]) {
+    const seen = [];
+    const Realtime = load(async (url, init) => {
+      seen.push(new URL(url).searchParams);
+      return pending(init);
+    });
+    const rt = new Realtime('/hub', { channels: ['news'], transports: ['longpoll'], ...opts });
+    const log = collect(rt);
+    await log.until(() => seen.length === 1, 'a poll');
+    rt.close();
+    assert.equal(seen[0].get('rewind'), null, JSON.stringify(opts));
+    assert.equal(seen[0].get('last_event_id'), opts.lastEventId ?? null);
+    assert.equal(log.states[0].state, 'connecting');
+  }
+});
+
+test('rewind: anything but a non-negative integer throws', () => {
+  const Realtime = load(async () => { throw new Error('no fetch expected'); });
+  for (const bad of [-1, 1.5, '2', NaN, Infinity, true]) {
+    assert.throws(() => new Realtime('/hub', { channels: ['a'], rewind: bad }), /rewind/, String(bad));
+  }
+  for (const ok of [0, 3, undefined, null]) {
+    new Realtime('/hub', { channels: ['a'], rewind: ok }).close();
+  }
+});
+
+test('realtime.closed ends the client: state closed with the reason, no reconnect, no fallback', async () => {
+  const closedData = '{"reason":"disconnected"}';
+  // SSE: the event (no id), then the stream ends
+  {
+    let fetches = 0;
+    const Realtime = load(async () => {
+      fetches++;
+      return sseResponse(['retry: 1000\n\n',
+        'id: 1-0\ndata: {"channel":"c","id":"1-0","event":"message","data":"before"}\n\n',
+        `event: realtime.closed\ndata: ${closedData}\n\n`]);
+    });
+    const rt = new Realtime('/hub', { channels: ['c'], transports: ['sse', 'longpoll'], minRetryDelay: 1, maxRetryDelay: 5 });
+    const log = collect(rt);
+    await log.until((l) => l.states.some((s) => s.state === 'closed'), 'closed');
+    await sleep(100);
+    assert.equal(fetches, 1, 'no reconnect, no other transport');
+    assert.deepEqual(log.messages.map((m) => m.data), ['before']);
+    assert.deepEqual(plain(log.states.at(-1)), { state: 'closed', transport: 'sse', reason: 'disconnected' });
+    assert.equal(rt.state, 'closed');
+    assert.deepEqual(log.errors, []);
+    await assert.rejects(rt.publish('c', 'x'), /closed/);
+  }
+  // long-poll: an entry of an answer's messages (data as text or as an object)
+  for (const data of [closedData, { reason: 'disconnected' }]) {
+    let polls = 0;
+    const Realtime = load(async (url, init) => {
+      polls++;
+      if (polls === 1) return json({ messages: [{ channel: 'c', id: '1-0', event: 'message', data: 'before' }], last_event_id: '1-0' });
+      if (polls === 2) return json({ messages: [{ channel: 'c', event: 'realtime.closed', data }], last_event_id: '1-0' });
+      return pending(init);
+    });
+    const rt = new Realtime('/hub', { channels: ['c'], transports: ['longpoll', 'sse'], minRetryDelay: 1, maxRetryDelay: 5 });
+    const log = collect(rt);
+    await log.until((l) => l.states.some((s) => s.state === 'closed'), 'closed');
+    await sleep(100);
+    assert.equal(polls, 2, 'no poll after it');
+    assert.deepEqual(log.messages.map((m) => m.data), ['before']);
+    assert.deepEqual(plain(log.states.at(-1)), { state: 'closed', transport: 'longpoll', reason: 'disconnected' });
+  }
+  // WebSocket: close code 4000; a pending publish is rejected
+  {
+    const ws = fakeWebSockets();
+    let fetches = 0;
+    const Realtime = load(async () => { fetches++; throw new Error('no fetch expected'); }, { WebSocket: ws.WebSocket });
+    const rt = new Realtime('/hub', { channels: ['c'], minRetryDelay: 1, maxRetryDelay: 5 });
+    const log = collect(rt);
+    await log.until(() => ws.sockets.length === 1, 'a socket');
+    ws.sockets[0].frame({ type: 'subscribed' });
+    const pub = rt.publish('c', 'unanswered');
+    ws.sockets[0].end(4000, 'disconnected');
+    await assert.rejects(pub, /closed/);
+    await sleep(100);
+    assert.equal(ws.sockets.length, 1, 'no new WebSocket');
+    assert.equal(fetches, 0, 'no fallback to SSE or long-poll');
+    assert.deepEqual(plain(log.states.map((s) => s.state)), ['connecting', 'open', 'closed']);
+    assert.deepEqual(plain(log.states.at(-1)), { state: 'closed', transport: 'websocket', reason: 'disconnected' });
+    assert.deepEqual(log.errors, []);
+  }
+  // another close code is a drop like any other: the client reconnects
+  {
+    const ws = fakeWebSockets();
+    const Realtime = load(async () => { throw new Error('no fetch expected'); }, { WebSocket: ws.WebSocket });
+    const rt = new Realtime('/hub', { channels: ['c'], transports: ['websocket'], minRetryDelay: 1, maxRetryDelay: 5 });
+    const log = collect(rt);
+    await log.until(() => ws.sockets.length === 1, 'a socket');
+    ws.sockets[0].frame({ type: 'subscribed' });
+    ws.sockets[0].end(1001, 'going away');
+    await log.until(() => ws.sockets.length === 2, 'a reconnect');
+    rt.close();
+    assert.equal(log.states.at(-1).reason, undefined);
+  }
 });

@@ -14,7 +14,15 @@ repo="$(dirname "$client")"
 
 "$repo/scripts/ensure-deps.sh" >/dev/null
 
-if [ ! -d "$client/node_modules/playwright-core" ]; then
+# every devDependency (playwright-core, typescript) installed at the
+# version package.json pins, or npm ci installs them all afresh
+if ! (cd "$client" && node -e '
+	const fs = require("fs");
+	const want = require("./package.json").devDependencies || {};
+	for (const [name, version] of Object.entries(want)) {
+		const file = "node_modules/" + name + "/package.json";
+		if (!fs.existsSync(file) || JSON.parse(fs.readFileSync(file, "utf8")).version !== version) process.exit(1);
+	}') 2>/dev/null; then
 	# playwright-core downloads no browser; make sure nothing else tries
 	(cd "$client" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi

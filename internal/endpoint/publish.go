@@ -65,6 +65,9 @@ func (h *Endpoint) serveHub(w http.ResponseWriter, r *http.Request) error {
 	case isGet(r) && strings.HasSuffix(r.URL.Path, "/realtime.mjs"):
 		client.Serve(w, r, true)
 		return nil
+	case isGet(r) && strings.HasSuffix(r.URL.Path, "/realtime.d.ts"):
+		client.ServeTypes(w, r)
+		return nil
 	}
 	if err := h.origins.Check(r); err != nil {
 		return fromAuthError(err)

@@ -170,6 +170,7 @@ type pollClient struct {
 	e        *hubEnv
 	channels []string
 	cursor   string
+	first    []string // query pairs of the first poll only (rewind)
 	buf      []hubFrame
 }
 
@@ -180,7 +181,12 @@ func (p *pollClient) next(t *testing.T) resumeMsg {
 		if time.Now().After(deadline) {
 			t.Fatalf("long-poll: no message within %v (cursor %q)", hubWait, p.cursor)
 		}
-		res := p.e.poll(t, hubQuery(p.channels, "last_event_id", p.cursor))
+		var res pollResult
+		if p.cursor == "" {
+			res = p.e.poll(t, hubQuery(p.channels, p.first...))
+		} else {
+			res = p.e.poll(t, hubQuery(p.channels, "last_event_id", p.cursor))
+		}
 		if res.status != http.StatusOK {
 			t.Fatalf("long-poll: status %d: %s", res.status, res.body)
 		}

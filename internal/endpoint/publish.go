@@ -146,7 +146,7 @@ func (h *Endpoint) authorizePublish(r *http.Request, channel string) error {
 	}
 	if rule.Publish == rules.PublishKey {
 		if header == "" {
-			return refused(http.StatusUnauthorized, "ticket", "missing publish key: channel %q takes publishes with Authorization: Bearer <publish_key> only (channels %s { publish key })", channel, rule.Pattern)
+			return refused(http.StatusUnauthorized, "ticket", "missing publish key: channel %q takes publishes with the publish key only (channels %s { publish key }): send Authorization: Bearer <publish_key>", channel, rule.Pattern)
 		}
 		return refused(http.StatusUnauthorized, "ticket", "invalid publish key: channel %q takes publishes with the publish key only (channels %s { publish key })", channel, rule.Pattern)
 	}

@@ -118,11 +118,13 @@ class Redis {
   stop() { return stopProcess(this.proc); }
 }
 
-// Caddy runs REALTIME_CADDY_BIN with a Caddyfile of the given sites.
+// Caddy runs REALTIME_CADDY_BIN with a Caddyfile of the given sites
+// (and, with adminPort, its admin API on 127.0.0.1:adminPort).
 class Caddy {
-  constructor(name, sites) {
+  constructor(name, sites, { adminPort } = {}) {
     this.name = name;
     this.sites = sites; // [{port, extra, hub, clientFile}]
+    this.adminPort = adminPort;
     this.dir = fs.mkdtempSync(path.join(tmp, name + '-'));
     this.file = path.join(this.dir, 'Caddyfile');
     this.out = '';
@@ -130,7 +132,8 @@ class Caddy {
 
   caddyfile() {
     const q = JSON.stringify;
-    let s = '{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n';
+    const admin = this.adminPort ? `admin 127.0.0.1:${this.adminPort}` : 'admin off';
+    let s = `{\n\t${admin}\n\tauto_https off\n\tpersist_config off\n}\n`;
     for (const site of this.sites) {
       const extra = site.extra ? site.extra.split('\n') : [];
       s += `http://127.0.0.1:${site.port} {\n`;
@@ -172,6 +175,8 @@ class Caddy {
   stop() { return stopProcess(this.proc); }
 
   base(i = 0) { return `http://127.0.0.1:${this.sites[i].port}`; }
+
+  admin() { return `http://127.0.0.1:${this.adminPort}`; }
 }
 
 // toModule is what client.go does: realtime.mjs is realtime.js with its
@@ -197,6 +202,20 @@ async function publish(base, channel, data, event) {
   const text = await res.text();
   assert.equal(res.status, 200, `publish to ${channel}: ${res.status} ${text}`);
   return JSON.parse(text).id;
+}
+
+// adminPost POSTs body as JSON to Caddy's admin API, as curl would: with
+// node:http, since fetch adds Sec-Fetch-Mode, which makes the admin API
+// ask for an allowed Origin.
+function adminPost(url, body) {
+  return withTimeout(new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', headers: { 'Content-Type': 'application/json' } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (c) => { text += c; }).on('end', () => resolve({ status: res.statusCode, body: text }));
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  }), WAIT, `POST ${url}`);
 }
 
 // hubServesClient reports whether GET <base>/hub/realtime.js answers the
@@ -309,14 +328,19 @@ after(async () => {
 });
 
 describe('realtime.js in Chromium', { skip }, () => {
-  test('the hub serves realtime.js and realtime.mjs', async () => {
+  test('the hub serves realtime.js, realtime.mjs and realtime.d.ts', async () => {
     assert.equal(clientServedBy, 'hub',
       'GET /hub/realtime.js is not answered by the hub (the server must call client.Serve); the other tests serve the file with file_server');
     const js = fs.readFileSync(path.join(clientDir, 'realtime.js'), 'utf8');
-    for (const [file, body] of [['realtime.js', js], ['realtime.mjs', toModule(js)]]) {
+    const dts = fs.readFileSync(path.join(clientDir, 'realtime.d.ts'), 'utf8');
+    for (const [file, body, type] of [
+      ['realtime.js', js, /^text\/javascript; charset=utf-8$/],
+      ['realtime.mjs', toModule(js), /^text\/javascript; charset=utf-8$/],
+      ['realtime.d.ts', dts, /^application\/typescript; charset=utf-8$/],
+    ]) {
       const res = await fetch(`${caddy.base()}/hub/${file}`, { signal: AbortSignal.timeout(WAIT) });
       assert.equal(res.status, 200, file);
-      assert.match(res.headers.get('content-type'), /^text\/javascript/, file);
+      assert.match(res.headers.get('content-type'), type, file);
       assert.equal(res.headers.get('cache-control'), 'no-cache', file);
       assert.equal(await res.text(), body, file);
       const etag = res.headers.get('etag');
@@ -325,6 +349,11 @@ describe('realtime.js in Chromium', { skip }, () => {
         headers: { 'If-None-Match': etag }, signal: AbortSignal.timeout(WAIT),
       });
       assert.equal(again.status, 304, `${file} with If-None-Match`);
+      const head = await fetch(`${caddy.base()}/hub/${file}`, { method: 'HEAD', signal: AbortSignal.timeout(WAIT) });
+      assert.equal(head.status, 200, `HEAD ${file}`);
+      assert.equal(head.headers.get('etag'), etag, `HEAD ${file}`);
+      assert.equal(head.headers.get('content-length'), String(Buffer.byteLength(body)), `HEAD ${file}`);
+      assert.equal(await head.text(), '', `HEAD ${file}`);
     }
   });
 
@@ -542,6 +571,121 @@ describe('tickets', { skip }, () => {
       ]);
       const refused = await page.evaluate(() => window.rt.publish('news', 'no right').then(() => 'ok', (e) => e.message));
       assert.match(refused, /refused/);
+      await page.close();
+    });
+  }
+});
+
+// Rewind: a page with rewind: n and no cursor first gets the last n
+// retained messages of its channel, then live ones, over each transport.
+describe('rewind', { skip }, () => {
+  let rw;
+  before(async () => {
+    if (skip) return;
+    rw = new Caddy('rewind', [{
+      port: await freePort(),
+      clientFile: clientServedBy !== 'hub',
+      hub: 'channels ticker:* {\n\trewind 1\n}',
+    }]);
+    await rw.start();
+  });
+  after(async () => {
+    if (rw) await rw.stop();
+  });
+
+  for (const transport of ['websocket', 'sse', 'longpoll']) {
+    test(`rewind: 2 gets the last 2 messages, then live ones, over ${transport}`, { timeout: 60000 }, async () => {
+      const channel = `rw-${transport}`;
+      const ids = [];
+      for (const data of ['r1', 'r2', 'r3']) ids.push(await publish(rw.base(), channel, data));
+      const page = await newPage(rw.base());
+      const urls = [];
+      page.on('request', (r) => urls.push(r.url()));
+      page.on('websocket', (ws) => urls.push(ws.url()));
+      await start(page, { channels: [channel], transports: [transport], rewind: 2 });
+      await waitOpen(page, transport);
+      const rewound = await waitMessages(page, 2);
+      assert.deepEqual(rewound.map((m) => m.data), ['r2', 'r3'], 'the last two, in order');
+      await publish(rw.base(), channel, 'live');
+      const got = await waitMessages(page, 3);
+      assert.deepEqual(got.map((m) => m.data), ['r2', 'r3', 'live']);
+      assert.equal(got[1].id, ids[2], 'a rewound message has its id');
+      assert.equal(new Set(got.map((m) => m.id)).size, 3, 'ids are distinct');
+      assert.deepEqual(await page.evaluate(() => window.rtLog.resets), []);
+      const hub = urls.filter((u) => new URL(u).pathname === '/hub');
+      assert.equal(new URL(hub[0]).searchParams.get('rewind'), '2', hub[0]);
+      assert.ok(hub.slice(1).every((u) => !new URL(u).searchParams.has('rewind')),
+        `only the connect without a cursor asks for a rewind: ${JSON.stringify(hub)}`);
+      assert.deepEqual(page.errors, []);
+      await page.close();
+    });
+  }
+
+  test('a channels rule rewinds by default; rewind: 0 asks for none', { timeout: 60000 }, async () => {
+    await publish(rw.base(), 'ticker:x', 'old');
+    await publish(rw.base(), 'ticker:x', 'last');
+    const ruled = await newPage(rw.base());
+    await start(ruled, { channels: ['ticker:x'], transports: ['sse'] });
+    await waitOpen(ruled, 'sse');
+    assert.deepEqual((await waitMessages(ruled, 1)).map((m) => m.data), ['last']);
+    const none = await newPage(rw.base());
+    await start(none, { channels: ['ticker:x'], transports: ['sse'], rewind: 0 });
+    await waitOpen(none, 'sse');
+    await publish(rw.base(), 'ticker:x', 'live');
+    assert.deepEqual((await waitMessages(ruled, 2)).map((m) => m.data), ['last', 'live']);
+    assert.deepEqual((await waitMessages(none, 1)).map((m) => m.data), ['live'], 'rewind: 0 got no old message');
+    await ruled.close();
+    await none.close();
+  });
+});
+
+// realtime.closed: Caddy's admin API disconnects a channel's subscribers;
+// the page's client closes for good (state closed, reason disconnected)
+// and does not reconnect.
+describe('realtime.closed (admin disconnect)', { skip }, () => {
+  let ac;
+  before(async () => {
+    if (skip) return;
+    ac = new Caddy('admin', [{ port: await freePort(), clientFile: clientServedBy !== 'hub' }],
+      { adminPort: await freePort() });
+    await ac.start();
+  });
+  after(async () => {
+    if (ac) await ac.stop();
+  });
+
+  for (const transport of ['websocket', 'sse', 'longpoll']) {
+    test(`the page closes for good over ${transport}`, { timeout: 60000 }, async () => {
+      const channel = `bye-${transport}`;
+      const page = await newPage(ac.base());
+      await start(page, { channels: [channel], transports: [transport] });
+      await waitOpen(page, transport);
+      await publish(ac.base(), channel, 'before');
+      await waitMessages(page, 1);
+      const hubRequests = [];
+      const onRequest = (u) => { if (new URL(u).pathname === '/hub') hubRequests.push(u); };
+      page.on('request', (r) => onRequest(r.url()));
+      page.on('websocket', (ws) => onRequest(ws.url()));
+      await new Promise((r) => setTimeout(r, 300)); // a long-poll's next poll is sent by now
+      hubRequests.length = 0;
+
+      const res = await adminPost(`${ac.admin()}/realtime/disconnect`, { channel });
+      assert.equal(res.status, 200, `POST /realtime/disconnect on the admin API: ${res.status} ${res.body}`);
+      await waitLog(page, () => window.rt.state === 'closed', 'the client to close');
+      const log = await page.evaluate(() => window.rtLog);
+      assert.deepEqual(log.states.at(-1), { state: 'closed', transport, reason: 'disconnected' });
+
+      // no reconnect for 3s (the client's backoff here is at most 1s): no
+      // request to the hub, no state change, nothing published arrives
+      await new Promise((r) => setTimeout(r, 1500));
+      await publish(ac.base(), channel, 'after');
+      await new Promise((r) => setTimeout(r, 1500));
+      const after = await page.evaluate(() => window.rtLog);
+      assert.deepEqual(hubRequests, [], 'no request to the hub after realtime.closed');
+      assert.deepEqual(after.states, log.states, 'no state change after closed');
+      assert.deepEqual(after.messages.map((m) => m.data), ['before'], 'realtime.closed is no message, and nothing after it');
+      assert.equal(await page.evaluate(() => window.rt.state), 'closed');
+      assert.deepEqual(page.errors, []);
       await page.close();
     });
   }

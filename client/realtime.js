@@ -7,7 +7,8 @@
  *   const rt = new Realtime('/hub', { channels: ['news'] });
  *   rt.on('message', (m) => console.log(m.channel, m.id, m.event, m.data));
  *
- * See client/README.md in the repository for the whole API.
+ * See client/README.md in the repository for the whole API; its
+ * TypeScript declarations are realtime.d.ts (served at <hub>/realtime.d.ts).
  */
 var Realtime = (function () {
   'use strict';

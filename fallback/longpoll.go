@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/internal/hub"
 )
 
@@ -68,6 +69,16 @@ func Serve(ctx context.Context, w http.ResponseWriter, ss *hub.Session, opts Opt
 		} else {
 			body = append(body, e.JSON()...)
 		}
+	}
+	if data, ok := hub.ClosedData(ss.Err()); ok {
+		// the subscription ended for good: the client is not to poll
+		// again on its own (its position is still that of its last
+		// message)
+		if len(sent) > 0 {
+			body = append(body, ',')
+		}
+		closed := &broker.Message{Channel: ss.Channels()[0], Event: hub.EventClosed, Data: data}
+		body = hub.AppendJSON(body, closed, "")
 	}
 	body = append(body, `],"last_event_id":`...)
 	pos, _ := json.Marshal(ss.Cursor())

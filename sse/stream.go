@@ -137,7 +137,7 @@ func serveDetached(sw *stream.Writer, conn *rawconn.Conn) error {
 			}
 		}
 	}, func(err error) {
-		if err == nil || errors.Is(err, hub.ErrSlowConsumer) || errors.Is(err, hub.ErrHubClosed) {
+		if err == nil || errors.Is(err, hub.ErrSlowConsumer) || errors.Is(err, hub.ErrHubClosed) || errors.Is(err, hub.ErrDisconnected) {
 			// the server ends the stream: close the body properly
 			_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = conn.Write([]byte(stream.LastChunk))
@@ -227,6 +227,10 @@ func (f *framer) Shared(e *hub.Envelope) []byte {
 func (f *framer) Interrupt(buf []byte, sig uint32, dropped error) ([]byte, bool, error) {
 	if sig&hub.SignalGone != 0 {
 		return buf, true, nil
+	}
+	if data, ok := hub.ClosedData(dropped); ok {
+		// no id: the client's position stays that of its last message
+		buf = AppendEvent(buf, "", hub.EventClosed, data)
 	}
 	return buf, dropped != nil, dropped
 }

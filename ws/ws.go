@@ -231,6 +231,11 @@ func Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *hub.
 	return serve()
 }
 
+// CloseDisconnected is the close code of a subscription the hub ended
+// for good (the admin API's disconnect): the client is not to reconnect
+// on its own, as with the realtime.closed event of SSE and long-poll.
+const CloseDisconnected = 4000
+
 // Signals of a connection's session, besides the hub's.
 const (
 	// sigOutbox: the reader queued frames (replies, pongs).
@@ -303,6 +308,8 @@ func (c *connection) Interrupt(buf []byte, sig uint32, dropped error) ([]byte, b
 		return buf, true, nil
 	case errors.Is(dropped, hub.ErrSlowConsumer):
 		return appendClose(buf, websocket.CloseTryAgainLater, "slow consumer: resume with last_event_id"), true, dropped
+	case errors.Is(dropped, hub.ErrDisconnected):
+		return appendClose(buf, CloseDisconnected, "disconnected"), true, dropped
 	case dropped != nil:
 		return appendClose(buf, websocket.CloseGoingAway, "server shutting down"), true, dropped
 	}

@@ -89,6 +89,9 @@ type Handler interface {
 	// resumeID is the position from which delivery goes on (for pub/sub
 	// the start of the new epoch), a valid resume point.
 	Gap(channel, reason, resumeID string)
+	// Control hands over a command another node broadcast (see
+	// Broker.Broadcast). Calls come one at a time, in order.
+	Control(payload []byte)
 }
 
 // Broker is what the hub needs from a message bus.
@@ -120,6 +123,11 @@ type Broker interface {
 	// oldest first: none when the broker keeps no history for it. An
 	// error wrapping ErrUnavailable means the bus is down.
 	Recent(ctx context.Context, channel string, n int) ([]*Message, error)
+	// Broadcast sends a command to the Handler of every node connected
+	// to the bus (with Redis, this one's too), at most once each: there
+	// is no retry for a node that is not connected. The embedded broker
+	// has no other node and sends nothing.
+	Broadcast(ctx context.Context, payload []byte) error
 	// Healthy reports whether the bus is reachable.
 	Healthy() bool
 	// Close stops every goroutine of the broker.

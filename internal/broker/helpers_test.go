@@ -6,11 +6,13 @@ import (
 	"time"
 )
 
-// event is one call to a Handler: a message, or a gap (Msg nil).
+// event is one call to a Handler: a message, a gap (Msg nil), or a
+// control command (Control set).
 type event struct {
 	Msg     *Message
 	Channel string
 	Reason  string
+	Control []byte
 }
 
 // recorder is a Handler that queues every call for the test to read.
@@ -33,6 +35,10 @@ func (r *recorder) Deliver(m *Message) {
 
 func (r *recorder) Gap(channel, reason, _ string) {
 	r.put(event{Channel: channel, Reason: reason})
+}
+
+func (r *recorder) Control(payload []byte) {
+	r.put(event{Control: payload})
 }
 
 func (r *recorder) put(e event) {

@@ -108,6 +108,9 @@ func (b *Memory) Recent(ctx context.Context, channel string, n int) ([]*Message,
 	return nil, nil
 }
 
+// Broadcast does nothing: the embedded broker serves one node.
+func (b *Memory) Broadcast(ctx context.Context, payload []byte) error { return nil }
+
 // Healthy is true until Close.
 func (b *Memory) Healthy() bool {
 	b.mu.RLock()

@@ -117,6 +117,8 @@ func (o *orderChecker) Deliver(m *Message) {
 
 func (o *orderChecker) Gap(string, string, string) {}
 
+func (o *orderChecker) Control([]byte) {}
+
 func TestMemoryConcurrentPublishInOrder(t *testing.T) {
 	oc := &orderChecker{last: map[string]uint64{}}
 	b := NewMemory(oc)
@@ -153,6 +155,8 @@ type nopHandler struct{}
 
 func (nopHandler) Deliver(*Message)           {}
 func (nopHandler) Gap(string, string, string) {}
+
+func (nopHandler) Control([]byte) {}
 
 func BenchmarkMemoryPublish(b *testing.B) {
 	br := NewMemory(nopHandler{})
@@ -254,3 +258,5 @@ func TestMemoryUnsubscribeUnderHandlerLock(t *testing.T) {
 		_, _ = b.Publish(context.Background(), "c", "", []byte("x"), SourceHTTP)
 	})
 }
+
+func (h *hubLike) Control([]byte) {}

@@ -178,8 +178,9 @@ func (r *Redis) start() {
 	r.cancel = cancel
 	r.link = &psLink{worker: worker{primary: true, part: partPubSub, cancel: cancel, wake: make(chan struct{}, 1)}}
 	r.startLink(ctx, r.link)
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go r.runOnWake(ctx, r.kick, r.kickStale)
+	go r.runControl(ctx)
 	if r.cluster != nil {
 		r.wg.Add(1)
 		go r.runClusterHealth(ctx)

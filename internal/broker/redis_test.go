@@ -731,6 +731,8 @@ func (h chanHandler) Deliver(m *Message) {
 
 func (chanHandler) Gap(string, string, string) {}
 
+func (chanHandler) Control([]byte) {}
+
 // BenchmarkRedisPublishDeliver measures Publish through Redis until the
 // stream reader delivers the message back (one at a time: latency).
 func BenchmarkRedisPublishDeliver(b *testing.B) {

@@ -42,7 +42,11 @@ func (h *Endpoint) serveSubscribe(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	from.Rewind(rewind)
-	l, err := h.lease(r, channels, transport, from)
+	client := hub.Client{Transport: transport}
+	if claims != nil {
+		client.Sub = claims.Sub
+	}
+	l, err := h.lease(r, channels, client, from)
 	if l == nil {
 		return err // nil: the client left while its channels were subscribed
 	}
@@ -185,13 +189,13 @@ type lease struct {
 }
 
 // lease admits a subscription and opens its hub session.
-func (h *Endpoint) lease(r *http.Request, channels []string, transport string, from hub.From) (*lease, error) {
+func (h *Endpoint) lease(r *http.Request, channels []string, client hub.Client, from hub.From) (*lease, error) {
 	release, err := h.admit(r)
 	if err != nil {
 		return nil, err
 	}
 	ctx := r.Context()
-	ss, err := h.hub.Subscribe(ctx, channels, transport, from)
+	ss, err := h.hub.Subscribe(ctx, channels, client, from)
 	if err != nil {
 		release()
 		if ctx.Err() != nil {
@@ -199,9 +203,9 @@ func (h *Endpoint) lease(r *http.Request, channels []string, transport string, f
 		}
 		return nil, refused(http.StatusServiceUnavailable, "", "subscribing failed: %v", err)
 	}
-	g := metrics.Connections(transport)
+	g := metrics.Connections(client.Transport)
 	g.Inc()
-	return &lease{transport: transport, session: ss, release: release, gauge: g, logger: h.logger}, nil
+	return &lease{transport: client.Transport, session: ss, release: release, gauge: g, logger: h.logger}, nil
 }
 
 // detach is a transport's Detach option: the rest of the stream runs on
@@ -231,7 +235,7 @@ func (l *lease) end(err error) {
 		l.session.Close()
 		l.gauge.Dec()
 		l.release()
-		if err != nil && !errors.Is(err, hub.ErrSlowConsumer) && !errors.Is(err, hub.ErrHubClosed) {
+		if err != nil && !errors.Is(err, hub.ErrSlowConsumer) && !errors.Is(err, hub.ErrHubClosed) && !errors.Is(err, hub.ErrDisconnected) {
 			if c := l.logger.Check(zap.DebugLevel, "subscription ended"); c != nil {
 				c.Write(zap.String("transport", l.transport), zap.Error(err))
 			}

@@ -53,7 +53,7 @@ func TestIdleChannelsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss, err := h.Subscribe(ctx, []string{"a"}, "test", from)
+	ss, err := h.Subscribe(ctx, []string{"a"}, Client{Transport: "test"}, from)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func BenchmarkChurn(b *testing.B) {
 			churn := func() {
 				ch := fmt.Sprintf("c%d", n)
 				n++
-				ss, err := h.Subscribe(ctx, []string{ch}, "test", From{})
+				ss, err := h.Subscribe(ctx, []string{ch}, Client{Transport: "test"}, From{})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -187,7 +187,7 @@ func BenchmarkJoinOneChannel(b *testing.B) {
 			h := newTestHub(b, Options{})
 			ctx := context.Background()
 			join := func() *Session {
-				ss, err := h.Subscribe(ctx, []string{"c"}, "test", From{})
+				ss, err := h.Subscribe(ctx, []string{"c"}, Client{Transport: "test"}, From{})
 				if err != nil {
 					b.Fatal(err)
 				}

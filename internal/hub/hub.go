@@ -17,6 +17,7 @@ package hub
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"hash/maphash"
 	"runtime"
@@ -86,6 +87,7 @@ const shardCount = 64
 // broker.Handler: the broker hands it every message of the channels in
 // use.
 type Hub struct {
+	id     string // tells this hub's control messages from other nodes'
 	broker broker.Broker
 	opts   Options
 	seed   maphash.Seed
@@ -137,7 +139,7 @@ func New(opts Options) *Hub {
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
-	h := &Hub{opts: opts, seed: maphash.MakeSeed(), closed: make(chan struct{})}
+	h := &Hub{id: rand.Text(), opts: opts, seed: maphash.MakeSeed(), closed: make(chan struct{})}
 	for i := range h.shards {
 		h.shards[i].channels = make(map[string]*channel)
 	}
@@ -206,13 +208,23 @@ func (h *Hub) shard(name string) *shard {
 	return &h.shards[maphash.String(h.seed, name)%shardCount]
 }
 
-// Subscribe registers a session for channels, served by transport (a
-// name for metrics), and returns once every channel is confirmed live at
-// the broker: from then on, nothing published to them is missed. The
-// session starts where from says (see ParseFrom), with the messages the
-// client missed to send first. The caller must Close it.
-func (h *Hub) Subscribe(ctx context.Context, channels []string, transport string, from From) (*Session, error) {
-	s, err := h.subscribe(ctx, channels, transport)
+// Client says who subscribes.
+type Client struct {
+	// Transport serves the subscription: "sse", "ws", "longpoll" (a
+	// name for metrics and the admin API).
+	Transport string
+	// Sub is the subject of the client's ticket, "" without one: the
+	// admin API disconnects by it.
+	Sub string
+}
+
+// Subscribe registers a session of client for channels and returns once
+// every channel is confirmed live at the broker: from then on, nothing
+// published to them is missed. The session starts where from says (see
+// ParseFrom), with the messages the client missed to send first. The
+// caller must Close it.
+func (h *Hub) Subscribe(ctx context.Context, channels []string, client Client, from From) (*Session, error) {
+	s, err := h.subscribe(ctx, channels, client)
 	if err != nil {
 		return nil, err
 	}
@@ -220,8 +232,8 @@ func (h *Hub) Subscribe(ctx context.Context, channels []string, transport string
 }
 
 // subscribe registers a subscriber for channels at the broker.
-func (h *Hub) subscribe(ctx context.Context, channels []string, transport string) (*subscriber, error) {
-	s := newSubscriber(h, channels, transport, h.opts.QueueSize)
+func (h *Hub) subscribe(ctx context.Context, channels []string, client Client) (*subscriber, error) {
+	s := newSubscriber(h, channels, client, h.opts.QueueSize)
 	s.lane = h.nextLane.Add(1) % uint32(len(h.lanes)) // spread evenly
 	for i, name := range channels {
 		if err := h.acquire(ctx, name, s); err != nil {

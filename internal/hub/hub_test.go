@@ -36,7 +36,7 @@ func subscribe(t testing.TB, h *Hub, channels ...string) *Session {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss, err := h.Subscribe(context.Background(), channels, "test", from)
+	ss, err := h.Subscribe(context.Background(), channels, Client{Transport: "test"}, from)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestUnsubscribeReleasesChannel(t *testing.T) {
 	h.SetBroker(b)
 	ctx := context.Background()
 	from, _ := ParseFrom("", []string{"x"}) // no cursor: never an error
-	s, err := h.Subscribe(ctx, []string{"x"}, "test", from)
+	s, err := h.Subscribe(ctx, []string{"x"}, Client{Transport: "test"}, from)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestConcurrentSubscribePublish(t *testing.T) {
 			for i := 0; i < 100; i++ {
 				ch := fmt.Sprintf("c%d", i%5)
 				from, _ := ParseFrom("", []string{ch})
-				s, err := h.Subscribe(ctx, []string{ch}, "test", from)
+				s, err := h.Subscribe(ctx, []string{ch}, Client{Transport: "test"}, from)
 				if err != nil {
 					t.Error(err)
 					return
@@ -332,7 +332,7 @@ func BenchmarkFanOut10k(b *testing.B) {
 	ctx := context.Background()
 	subs := make([]*subscriber, 10000)
 	for i := range subs {
-		s, err := h.subscribe(ctx, []string{"bench"}, "bench")
+		s, err := h.subscribe(ctx, []string{"bench"}, Client{Transport: "bench"})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -82,7 +82,7 @@ func TestUnplaceableCursorResetsEveryChannel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss, err := h.Subscribe(context.Background(), channels, "test", from)
+	ss, err := h.Subscribe(context.Background(), channels, Client{Transport: "test"}, from)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestResumeFromCache(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ss, err := h.Subscribe(ctx, tc.channels, "test", from)
+			ss, err := h.Subscribe(ctx, tc.channels, Client{Transport: "test"}, from)
 			if err != nil {
 				t.Fatal(err)
 			}

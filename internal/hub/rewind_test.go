@@ -44,7 +44,7 @@ func TestRewind(t *testing.T) {
 			t.Fatal(err)
 		}
 		from.Rewind([]int{rewind})
-		ss, err := h.Subscribe(ctx, []string{"a"}, "test", from)
+		ss, err := h.Subscribe(ctx, []string{"a"}, Client{Transport: "test"}, from)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +88,7 @@ func TestRewind(t *testing.T) {
 	t.Run("published during the read", func(t *testing.T) {
 		from, _ := ParseFrom("", []string{"a"})
 		from.Rewind([]int{2})
-		s, err := h.subscribe(ctx, []string{"a"}, "test") // live from here
+		s, err := h.subscribe(ctx, []string{"a"}, Client{Transport: "test"}) // live from here
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -48,7 +48,7 @@ func TestSessionDropsStreamMessagesAtOrBeforePosition(t *testing.T) {
 			for _, p := range tc.positions {
 				chans = append(chans, p.Channel)
 			}
-			s := newSubscriber(nil, chans, "test", 64)
+			s := newSubscriber(nil, chans, Client{Transport: "test"}, 64)
 			for _, m := range tc.live {
 				s.push(NewEnvelope(m), false, nil) // queued: no sink, no tally
 			}

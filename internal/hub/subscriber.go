@@ -16,6 +16,11 @@ var ErrHubClosed = errors.New("hub closed")
 // ErrClosed is why a session ends once it was closed.
 var ErrClosed = errors.New("session closed")
 
+// ErrDisconnected is why the hub ended a subscription the admin API
+// disconnected: the transport tells the client not to come back on its
+// own (realtime.closed, WebSocket close 4000).
+var ErrDisconnected = errors.New("disconnected")
+
 // subscriber is one client connection's subscription to one or more
 // channels. The hub pushes envelopes into its bounded queue without ever
 // waiting; the connection's own goroutine drains it. An idle subscriber
@@ -29,6 +34,7 @@ var ErrClosed = errors.New("session closed")
 type subscriber struct {
 	channels  []string
 	transport string // labels its deliveries in metrics
+	sub       string // the ticket's subject, or ""
 	hub       *Hub
 
 	lane uint32 // the hub's fan-out lane that serves this subscriber
@@ -93,11 +99,12 @@ func (t *tally) flush(obs Observer, e *Envelope) {
 	}
 }
 
-func newSubscriber(h *Hub, channels []string, transport string, max int) *subscriber {
+func newSubscriber(h *Hub, channels []string, client Client, max int) *subscriber {
 	return &subscriber{
 		hub:       h,
 		channels:  channels,
-		transport: transport,
+		transport: client.Transport,
+		sub:       client.Sub,
 		max:       max,
 		notify:    make(chan struct{}, 1),
 		done:      make(chan struct{}),

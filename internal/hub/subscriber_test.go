@@ -67,7 +67,7 @@ func (o *recordObserver) got() (deliveries, resets, resumes []string) {
 }
 
 func TestSubscriberSinkAndRunner(t *testing.T) {
-	s := newSubscriber(nil, []string{"c"}, "sse", 16)
+	s := newSubscriber(nil, []string{"c"}, Client{Transport: "sse"}, 16)
 	runs := make(chan []*Envelope, 4)
 	var running atomic.Int32
 	var k recordSink
@@ -140,7 +140,7 @@ func TestSubscriberSinkAndRunner(t *testing.T) {
 // The fan-out writes through a sink only what the session is to send,
 // having moved the session's position past it first.
 func TestSinkWritesOnlyWhatTheSessionSends(t *testing.T) {
-	s := newSubscriber(nil, []string{"a"}, "ws", 16)
+	s := newSubscriber(nil, []string{"a"}, Client{Transport: "ws"}, 16)
 	ss := newSession(s, []replay.Position{{Channel: "a", ID: "100-1"}}, nil)
 	var k recordSink
 	if !s.idle(&k) {
@@ -200,7 +200,7 @@ func TestDeliveriesAreCountedByTransport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss, err := h.Subscribe(t.Context(), []string{"c"}, "sse", from)
+	ss, err := h.Subscribe(t.Context(), []string{"c"}, Client{Transport: "sse"}, from)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ func (h *Hub) Session(ctx context.Context, channels []string, transport, cursor 
 	if err != nil {
 		return nil, err
 	}
-	return h.Subscribe(ctx, channels, transport, from)
+	return h.Subscribe(ctx, channels, hub.Client{Transport: transport}, from)
 }
 
 // History publishes data to channel while no client is subscribed (the

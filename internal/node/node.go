@@ -107,6 +107,10 @@ func New(key Config, logger *zap.Logger) (*Node, error) {
 	return s, nil
 }
 
+// Cached returns how many messages of channel the node's replay cache
+// holds.
+func (s *Node) Cached(channel string) int { return s.cache.Len(channel) }
+
 // TrackConn keeps c, to close it if it outlives the state.
 func (s *Node) TrackConn(c io.Closer) {
 	s.connMu.Lock()

@@ -107,6 +107,13 @@ func TestValidate(t *testing.T) {
 		{name: "issue without authorize", h: Handler{Ticket: &TicketConfig{Issue: "/t", Secret: "s"}}, wantErr: "issue needs authorize"},
 		{name: "ticket with nothing to check", h: Handler{Ticket: &TicketConfig{}}, wantErr: "no way to accept a ticket"},
 		{name: "issue without storage", h: Handler{Ticket: &TicketConfig{Issue: "/t", Authorize: "http://a"}}, wantErr: "needs redis or secret"},
+		// channel rules given as JSON, which no Caddyfile parser checked
+		{name: "rules", h: Handler{Hub: true, Channels: []ChannelRule{{Pattern: "chat:*", Rewind: 5, Publish: "ticket"}, {Pattern: "user:*", Replay: &ReplayConfig{Size: 10}}}}},
+		{name: "rule pattern", h: Handler{Hub: true, Channels: []ChannelRule{{Pattern: "chat #"}}}, wantErr: `channels rule 1: pattern "chat #"`},
+		{name: "rule without pattern", h: Handler{Hub: true, Channels: []ChannelRule{{Rewind: 1}}}, wantErr: "channels rule 1: pattern"},
+		{name: "rule publish", h: Handler{Hub: true, Channels: []ChannelRule{{Pattern: "a", Publish: "everyone"}}}, wantErr: "want key, ticket or off"},
+		{name: "rule rewind", h: Handler{Hub: true, Channels: []ChannelRule{{Pattern: "a", Rewind: -1}}}, wantErr: "must not be negative"},
+		{name: "rules without hub", h: Handler{Channels: []ChannelRule{{Pattern: "a"}}}, wantErr: "add hub"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

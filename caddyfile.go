@@ -2,6 +2,7 @@ package realtime
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/caddy-realtime/realtime/internal/rules"
 	"github.com/caddyserver/caddy/v2"
@@ -62,6 +63,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        }
 //	        rewind <n>
 //	        publish key|ticket|off
+//	        presence [events]
+//	        notify <url>
 //	    }
 //	    direct_writes on|off
 //	}
@@ -121,6 +124,18 @@ func (h *Handler) unmarshalChannels(d *caddyfile.Dispenser) error {
 			c.Publish = v
 			return nil
 		},
+		"presence": func() error {
+			c.Presence = new(PresenceConfig)
+			switch args := d.RemainingArgs(); {
+			case len(args) == 0:
+			case len(args) == 1 && args[0] == "events":
+				c.Presence.Events = true
+			default:
+				return d.Errf("channels presence: want nothing or events, got %q", strings.Join(args, " "))
+			}
+			return nil
+		},
+		"notify": func() (err error) { c.Notify, err = oneArg(d); return },
 	})
 	if err != nil {
 		return err

@@ -181,6 +181,21 @@ type ChannelRule struct {
 	// publish rights only), "off" (nobody: messages come through Redis);
 	// empty: both key and ticket.
 	Publish string `json:"publish,omitempty"`
+	// Presence tracks the members of these channels (tickets' subs)
+	// across every node (Caddyfile: `presence [events]`).
+	Presence *PresenceConfig `json:"presence,omitempty"`
+	// Notify is the URL of the app endpoint that receives the lifecycle
+	// webhooks of these channels (occupied, vacated, and with presence
+	// member added and removed), signed with the publish key.
+	Notify string `json:"notify,omitempty"`
+}
+
+// PresenceConfig turns presence on for the channels of a rule.
+type PresenceConfig struct {
+	// Events publishes realtime.join when a member's first connection
+	// to a channel opens anywhere, and realtime.leave when its last one
+	// has been gone for the grace period: ordinary, resumable messages.
+	Events bool `json:"events,omitempty"`
 }
 
 // Limits bounds what clients may use. Zero values take the defaults
@@ -254,6 +269,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if h.Hub {
 		cfg.Hub, cfg.Conns, cfg.Rules = h.node.Hub, h.node, h.node.Rules
+		if h.node.Presence != nil {
+			cfg.Presence = h.node.Presence
+		}
 	}
 	h.endpoint = endpoint.New(cfg)
 	// streams end as soon as the server starts shutting down (reload,
@@ -373,7 +391,13 @@ func (h *Handler) ruleSet() (*rules.Set, error) {
 		if err != nil {
 			return nil, fmt.Errorf("channels %s: %w", c.Pattern, err)
 		}
-		list[i] = rules.Rule{Pattern: c.Pattern, Rewind: c.Rewind, Publish: pub}
+		list[i] = rules.Rule{Pattern: c.Pattern, Rewind: c.Rewind, Publish: pub, Notify: c.Notify}
+		if c.Presence != nil {
+			list[i].Presence, list[i].PresenceEvents = true, c.Presence.Events
+		}
+		if c.Notify != "" && h.PublishKey == "" {
+			return nil, fmt.Errorf("channels %s: notify signs its webhooks with publish_key: set publish_key", c.Pattern)
+		}
 		if c.Replay != nil {
 			list[i].ReplaySize, list[i].ReplayTTL = c.Replay.Size, time.Duration(c.Replay.TTL)
 		}

@@ -1,6 +1,8 @@
 package realtime
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"time"
 
@@ -22,6 +24,10 @@ func (h *Handler) loadNode(set *rules.Set) (*node.Node, string, error) {
 		ReplaySize: h.Replay.Size, ReplayTTL: time.Duration(h.Replay.TTL),
 		IdleChannels: h.Limits.IdleChannels,
 		Rules:        set.Rules(),
+	}
+	if set.Tracked() && h.PublishKey != "" {
+		sum := sha256.Sum256([]byte(h.PublishKey))
+		cfg.WebhookKey, cfg.WebhookKeyDigest = h.PublishKey, hex.EncodeToString(sum[:8])
 	}
 	kb, _ := json.Marshal(cfg)
 	val, _, err := nodes.LoadOrNew(string(kb), func() (caddy.Destructor, error) {

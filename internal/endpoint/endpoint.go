@@ -28,6 +28,8 @@ type Config struct {
 	Hub *hub.Hub
 	// Rules are the hub's channel rules (nil: the defaults for all).
 	Rules *rules.Set
+	// Presence answers presence requests; nil when no rule tracks it.
+	Presence Presence
 	// Conns tracks hub WebSocket connections, which belong to the hub's
 	// state rather than to this endpoint.
 	Conns   ConnTracker
@@ -68,6 +70,7 @@ type ConnTracker interface {
 type Endpoint struct {
 	hub             *hub.Hub
 	rules           *rules.Set
+	presence        Presence
 	conns           ConnTracker
 	origins         *auth.Origins
 	tickets         *Tickets
@@ -94,7 +97,7 @@ type Endpoint struct {
 func New(cfg Config) *Endpoint {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Endpoint{
-		hub: cfg.Hub, rules: cfg.Rules, conns: cfg.Conns, origins: cfg.Origins, tickets: cfg.Tickets,
+		hub: cfg.Hub, rules: cfg.Rules, presence: cfg.Presence, conns: cfg.Conns, origins: cfg.Origins, tickets: cfg.Tickets,
 		publishKey: cfg.PublishKey, heartbeat: cfg.Heartbeat, longpollTimeout: cfg.LongpollTimeout,
 		limits: cfg.Limits, directWrites: cfg.DirectWrites, logger: cfg.Logger,
 		admission: &admission{perIP: make(map[string]int)},

@@ -79,6 +79,9 @@ func (h *Endpoint) serveHub(w http.ResponseWriter, r *http.Request) error {
 	if h.tickets != nil && h.tickets.IssuePath != "" && r.URL.Path == h.tickets.IssuePath {
 		return h.serveIssue(w, r)
 	}
+	if isPresence(r) {
+		return h.servePresence(w, r)
+	}
 	switch r.Method {
 	case http.MethodOptions:
 		w.WriteHeader(http.StatusNoContent)

@@ -160,8 +160,10 @@ func (h *Hub) acquire(ctx context.Context, name string, s *subscriber) error {
 		close(c.ready)
 		if err != nil {
 			h.release(name, s)
+			return err
 		}
-		return err
+		h.countJoin(c, s)
+		return nil
 	}
 	select {
 	case <-c.ready:
@@ -173,7 +175,31 @@ func (h *Hub) acquire(ctx context.Context, name string, s *subscriber) error {
 		h.release(name, s)
 		return c.err
 	}
+	h.countJoin(c, s)
 	return nil
+}
+
+// countJoin counts s in the presence of c, if c's rule tracks it. The
+// subscriber remembers it, so that releaseLocked counts the Leave of
+// exactly the channels counted. A subscriber's acquires and releases
+// come from one goroutine at a time (Subscribe, then Close).
+func (h *Hub) countJoin(c *channel, s *subscriber) {
+	if h.opts.Presence == nil || c.rule == nil || !c.rule.Tracks() {
+		return
+	}
+	if s.counted == nil {
+		s.counted = make(map[string]bool, 1)
+	}
+	s.counted[c.name] = true
+	h.opts.Presence.Join(c.name, s.sub)
+}
+
+// countLeave undoes countJoin.
+func (h *Hub) countLeave(name string, s *subscriber) {
+	if s.counted[name] {
+		delete(s.counted, name)
+		h.opts.Presence.Leave(name, s.sub)
+	}
 }
 
 func (h *Hub) release(name string, s *subscriber) {
@@ -194,6 +220,7 @@ func (h *Hub) releaseLocked(name string, s *subscriber) (evict *channel) {
 	if c == nil || !c.removeSub(s) {
 		return nil
 	}
+	h.countLeave(name, s)
 	c.refs--
 	if c.refs > 0 {
 		return nil

@@ -32,6 +32,22 @@ func CheckEvent(name string) error {
 	return nil
 }
 
+// The module's presence events: ordinary, resumable messages of a
+// channel whose rule has `presence events`.
+const (
+	EventJoin  = "realtime.join"
+	EventLeave = "realtime.leave"
+)
+
+// checkReceived is CheckEvent for a message read from the broker: the
+// presence events are the module's own on the channels that have them.
+func (h *Hub) checkReceived(m *broker.Message) error {
+	if (m.Event == EventJoin || m.Event == EventLeave) && h.opts.Rules != nil && h.opts.Rules.Match(m.Channel).PresenceEvents {
+		return nil
+	}
+	return CheckEvent(m.Event)
+}
+
 // maxBadEventChannels bounds the channels whose bad event names were
 // logged: past it, they are counted but not logged.
 const maxBadEventChannels = 1000
@@ -69,7 +85,7 @@ func (h *Hub) refuseEvent(m *broker.Message, err error) {
 func (h *Hub) validEvents(msgs []*broker.Message) []*broker.Message {
 	out := msgs[:0:0]
 	for _, m := range msgs {
-		if err := CheckEvent(m.Event); err != nil {
+		if err := h.checkReceived(m); err != nil {
 			h.refuseEvent(m, err)
 			continue
 		}

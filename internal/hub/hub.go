@@ -49,6 +49,13 @@ type Observer interface {
 	Refused(reason string)
 }
 
+// Presence counts subscriptions per channel and sub (see package
+// presence). Its methods must not block.
+type Presence interface {
+	Join(channel, sub string)
+	Leave(channel, sub string)
+}
+
 type nopObserver struct{}
 
 func (nopObserver) MessageReceived(broker.Source)    {}
@@ -74,6 +81,9 @@ type Options struct {
 	// Rules, when set, give each channel's settings (the `channels`
 	// rules); a channel's replay ttl is then its Linger.
 	Rules *rules.Set
+	// Presence, when set, counts the subscriptions of the channels
+	// whose rule tracks them.
+	Presence Presence
 	// Replay, if set, keeps every message the hub receives so that
 	// clients can resume.
 	Replay   *replay.Cache
@@ -204,6 +214,10 @@ const yieldEvery = 256
 // SetBroker sets the message bus the hub subscribes channels at.
 func (h *Hub) SetBroker(b broker.Broker) { h.broker = b }
 
+// SetPresence sets what counts the subscriptions of tracked channels
+// (made after the broker, which it may use), before any Subscribe.
+func (h *Hub) SetPresence(p Presence) { h.opts.Presence = p }
+
 func (h *Hub) shard(name string) *shard {
 	return &h.shards[maphash.String(h.seed, name)%shardCount]
 }
@@ -261,7 +275,7 @@ func (h *Hub) unsubscribe(s *subscriber) {
 func (h *Hub) Deliver(m *broker.Message) {
 	h.opts.Observer.MessageReceived(m.Source)
 	if m.Event != "" {
-		if err := CheckEvent(m.Event); err != nil {
+		if err := h.checkReceived(m); err != nil {
 			h.refuseEvent(m, err)
 			return
 		}
@@ -343,6 +357,16 @@ func resetMessage(channel, id, reason string) *broker.Message {
 		Reason  string `json:"reason"`
 	}{channel, reason})
 	return &broker.Message{Channel: channel, ID: id, Event: eventReset, Data: data, Received: time.Now()}
+}
+
+// ID is the hub's id, unique in the deployment (a node's presence
+// counts and control messages carry it).
+func (h *Hub) ID() string { return h.id }
+
+// Announce publishes one of the module's own events (realtime.join,
+// realtime.leave) on channel, as an ordinary message with an id.
+func (h *Hub) Announce(ctx context.Context, channel, event string, data []byte) (string, error) {
+	return h.broker.Publish(ctx, channel, event, data, broker.SourceHTTP)
 }
 
 // Publish publishes a message through the broker and returns its id. An

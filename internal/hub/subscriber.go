@@ -36,6 +36,9 @@ type subscriber struct {
 	transport string // labels its deliveries in metrics
 	sub       string // the ticket's subject, or ""
 	hub       *Hub
+	// counted holds the channels whose presence counts this subscriber
+	// (see Hub.countJoin); nil without presence
+	counted map[string]bool
 
 	lane uint32 // the hub's fan-out lane that serves this subscriber
 

@@ -5,6 +5,8 @@
 package node
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sync"
@@ -13,6 +15,8 @@ import (
 	"github.com/caddy-realtime/realtime/internal/broker"
 	"github.com/caddy-realtime/realtime/internal/hub"
 	"github.com/caddy-realtime/realtime/internal/metrics"
+	"github.com/caddy-realtime/realtime/internal/presence"
+	"github.com/caddy-realtime/realtime/internal/webhook"
 	"github.com/caddy-realtime/realtime/internal/rules"
 	"github.com/caddy-realtime/realtime/replay"
 	"go.uber.org/zap"
@@ -29,6 +33,10 @@ type Config struct {
 	IdleChannels int `json:"idle_channels"`
 	// Rules are the `channels` rules, with the hub's settings filled in.
 	Rules []rules.Rule `json:"rules,omitempty"`
+	// WebhookKey signs the lifecycle webhooks (the publish key); only
+	// its digest is part of the node's identity.
+	WebhookKey       string `json:"-"`
+	WebhookKeyDigest string `json:"webhook_key,omitempty"`
 }
 
 // ruleSet compiles the rules of cfg.
@@ -41,6 +49,13 @@ type Node struct {
 	Hub    *hub.Hub
 	Broker broker.Broker
 	Rules  *rules.Set
+	// Presence counts the subscriptions of tracked channels; nil when
+	// no rule tracks any.
+	Presence *presence.Tracker
+
+	webhookKey []byte
+	sendersMu  sync.Mutex
+	senders    map[string]*webhook.Sender // by URL
 	cache  *replay.Cache
 	logger *zap.Logger
 
@@ -104,7 +119,65 @@ func New(key Config, logger *zap.Logger) (*Node, error) {
 		s.Broker = b
 	}
 	s.Hub.SetBroker(s.Broker)
+	if set.Tracked() {
+		var store presence.Store = presence.NewMemory()
+		if rb, ok := s.Broker.(*broker.Redis); ok {
+			store = presence.NewRedis(rb.Client(), key.Prefix, s.Hub.ID(), PresenceTTL)
+		}
+		s.webhookKey = []byte(key.WebhookKey)
+		s.Presence = presence.NewTracker(store, presence.Options{OnTransitions: s.announce, Logger: logger})
+		s.Hub.SetPresence(s.Presence)
+	}
 	return s, nil
+}
+
+// PresenceTTL is how long a node's presence counts live in Redis
+// without a refresh (every 5s): a crashed node's members are gone from
+// the deployment's presence within it, and its leaves announced within
+// a refresh more.
+const PresenceTTL = 20 * time.Second
+
+// announce makes the deployment's presence transitions this node decided
+// known: realtime.join and realtime.leave messages on channels with
+// presence events, and lifecycle webhooks on channels with notify.
+func (s *Node) announce(trans []presence.Transition) {
+	for _, t := range trans {
+		rule := s.Rules.Match(t.Channel)
+		member := t.Kind == presence.MemberAdded || t.Kind == presence.MemberRemoved
+		if member && rule.PresenceEvents {
+			event := hub.EventJoin
+			if t.Kind == presence.MemberRemoved {
+				event = hub.EventLeave
+			}
+			data, _ := json.Marshal(struct {
+				Channel string `json:"channel"`
+				Sub     string `json:"sub"`
+			}{t.Channel, t.Sub})
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			if _, err := s.Hub.Announce(ctx, t.Channel, event, data); err != nil {
+				s.logger.Warn("presence: publishing an event failed", zap.String("channel", t.Channel), zap.String("event", event), zap.Error(err))
+			}
+			cancel()
+		}
+		if rule.Notify != "" && (!member || rule.Presence) {
+			s.sender(rule.Notify).Send(webhook.Event{ID: webhook.NewID(), Type: t.Kind.String(), Channel: t.Channel, Sub: t.Sub, Time: t.At.UTC()})
+		}
+	}
+}
+
+// sender returns the webhook sender of url, started on first use.
+func (s *Node) sender(url string) *webhook.Sender {
+	s.sendersMu.Lock()
+	defer s.sendersMu.Unlock()
+	if s.senders == nil {
+		s.senders = make(map[string]*webhook.Sender)
+	}
+	w := s.senders[url]
+	if w == nil {
+		w = webhook.New(url, s.webhookKey, webhook.Options{Logger: s.logger.Named("webhook")})
+		s.senders[url] = w
+	}
+	return w
 }
 
 // Cached returns how many messages of channel the node's replay cache
@@ -153,6 +226,14 @@ func (s *Node) Destruct() error {
 		_ = c.Close()
 	}
 	s.connMu.Unlock()
+	if s.Presence != nil {
+		s.Presence.Close()
+	}
+	s.sendersMu.Lock()
+	for _, w := range s.senders {
+		w.Close()
+	}
+	s.sendersMu.Unlock()
 	err := s.Broker.Close()
 	s.cache.Close()
 	return err

@@ -11,6 +11,7 @@ package rules
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -83,7 +84,18 @@ type Rule struct {
 	Rewind int `json:"rewind,omitempty"`
 	// Publish says who may publish over HTTP and WebSocket.
 	Publish Publish `json:"publish,omitempty"`
+	// Presence tracks the channels' members (tickets' subs) across the
+	// deployment; PresenceEvents also publishes realtime.join and
+	// realtime.leave messages.
+	Presence       bool `json:"presence,omitempty"`
+	PresenceEvents bool `json:"presence_events,omitempty"`
+	// Notify is the URL lifecycle webhooks are POSTed to, "" for none.
+	Notify string `json:"notify,omitempty"`
 }
+
+// Tracks reports whether the channels' subscriptions are counted across
+// the deployment: for presence, or for the occupied/vacated webhooks.
+func (r *Rule) Tracks() bool { return r.Presence || r.Notify != "" }
 
 // RewindFor is how many retained messages a subscriber without a cursor
 // gets first, for the client's ?rewind= (asked false: none given).
@@ -121,6 +133,14 @@ func New(rules []Rule, def Rule) (*Set, error) {
 		case r.Rewind > replay.MaxSize:
 			return nil, fmt.Errorf("channels %s: rewind %d is more than a channel can keep (%d)", r.Pattern, r.Rewind, replay.MaxSize)
 		}
+		if r.PresenceEvents {
+			r.Presence = true
+		}
+		if r.Notify != "" {
+			if u, err := url.Parse(r.Notify); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return nil, fmt.Errorf("channels %s: notify %q: want an http:// or https:// URL", r.Pattern, r.Notify)
+			}
+		}
 		if r.ReplaySize == 0 {
 			r.ReplaySize = def.ReplaySize
 		}
@@ -130,6 +150,16 @@ func New(rules []Rule, def Rule) (*Set, error) {
 		s.rules[i] = r
 	}
 	return s, nil
+}
+
+// Tracked reports whether any rule tracks its channels' subscriptions.
+func (s *Set) Tracked() bool {
+	for i := range s.rules {
+		if s.rules[i].Tracks() {
+			return true
+		}
+	}
+	return false
 }
 
 // Rules returns the rules with the hub's settings filled in, in order.

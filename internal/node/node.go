@@ -16,8 +16,8 @@ import (
 	"github.com/caddy-realtime/realtime/internal/hub"
 	"github.com/caddy-realtime/realtime/internal/metrics"
 	"github.com/caddy-realtime/realtime/internal/presence"
-	"github.com/caddy-realtime/realtime/internal/webhook"
 	"github.com/caddy-realtime/realtime/internal/rules"
+	"github.com/caddy-realtime/realtime/internal/webhook"
 	"github.com/caddy-realtime/realtime/replay"
 	"go.uber.org/zap"
 )
@@ -56,8 +56,8 @@ type Node struct {
 	webhookKey []byte
 	sendersMu  sync.Mutex
 	senders    map[string]*webhook.Sender // by URL
-	cache  *replay.Cache
-	logger *zap.Logger
+	cache      *replay.Cache
+	logger     *zap.Logger
 
 	connMu    sync.Mutex
 	conns     map[io.Closer]struct{}

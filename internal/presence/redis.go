@@ -37,7 +37,7 @@ func NewRedis(rdb redis.UniversalClient, prefix, node string, ttl time.Duration)
 }
 
 func (r *Redis) base(channel string) string { return r.prefix + "#presence:{" + channel + "}" }
-func (r *Redis) sweepKey() string            { return r.prefix + "#presence" }
+func (r *Redis) sweepKey() string           { return r.prefix + "#presence" }
 
 // update applies this node's counts and sweeps expired nodes' in one
 // step. It returns, after the transitions, when the channel's counts

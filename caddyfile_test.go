@@ -114,6 +114,9 @@ func TestValidate(t *testing.T) {
 		{name: "rule publish", h: Handler{Hub: true, Channels: []ChannelRule{{Pattern: "a", Publish: "everyone"}}}, wantErr: "want key, ticket or off"},
 		{name: "rule rewind", h: Handler{Hub: true, Channels: []ChannelRule{{Pattern: "a", Rewind: -1}}}, wantErr: "must not be negative"},
 		{name: "rules without hub", h: Handler{Channels: []ChannelRule{{Pattern: "a"}}}, wantErr: "add hub"},
+		{name: "notify", h: Handler{Hub: true, PublishKey: "k", Channels: []ChannelRule{{Pattern: "a", Presence: &PresenceConfig{Events: true}, Notify: "https://app.example/hooks"}}}},
+		{name: "notify without publish_key", h: Handler{Hub: true, Channels: []ChannelRule{{Pattern: "a", Notify: "https://app.example/hooks"}}}, wantErr: "set publish_key"},
+		{name: "notify not a URL", h: Handler{Hub: true, PublishKey: "k", Channels: []ChannelRule{{Pattern: "a", Notify: "app.example/hooks"}}}, wantErr: "want an http:// or https:// URL"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

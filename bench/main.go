@@ -16,7 +16,7 @@
 //
 //	REALTIME_CADDY_BIN  Caddy binary with the module (default: built from ./cmd/caddy)
 //	BENCH_QUICK=1       a ~1 minute subset (smaller loads, shorter rounds)
-//	BENCH_ONLY=a,b      only some parts: passthrough, hub, nchan, saturation, churn
+//	BENCH_ONLY=a,b      only some parts: passthrough, hub, nchan, saturation, churn, presence
 //	BENCH_SECS=n        seconds of publishing per load (default 10, quick 4)
 //	BENCH_RESULTS=dir   where result files go (default bench/results)
 //	BENCH_NO_INSTALL=1  never apt-get install nginx/libnginx-mod-nchan
@@ -118,26 +118,28 @@ type satRow struct {
 }
 
 type report struct {
-	Started     time.Time     `json:"started"`
-	Quick       bool          `json:"quick"`
-	Host        string        `json:"host"`
-	CPUs        int           `json:"cpus"`
-	GoVersion   string        `json:"go_version"`
-	CaddyBin    string        `json:"caddy_bin"`
-	NoFile      uint64        `json:"nofile_limit"`
-	Loads       []loadDef     `json:"loads"`
-	Rows        []*row        `json:"rows"`
-	Saturation  []*satRow     `json:"saturation"`
-	Passthrough []*passResult `json:"passthrough"`
-	Churn       []*churnRow   `json:"churn"`
-	ChurnErr    string        `json:"churn_error,omitempty"`
-	PassErr     string        `json:"passthrough_error,omitempty"`
-	Notes       []string      `json:"notes"`
-	LoadStart   string        `json:"loadavg_start"`
-	LoadEnd     string        `json:"loadavg_end"`
-	OtherCPU    float64       `json:"other_processes_cpu_s"`
-	WallSeconds float64       `json:"wall_seconds"`
-	CutShort    bool          `json:"cut_short"`
+	Started     time.Time      `json:"started"`
+	Quick       bool           `json:"quick"`
+	Host        string         `json:"host"`
+	CPUs        int            `json:"cpus"`
+	GoVersion   string         `json:"go_version"`
+	CaddyBin    string         `json:"caddy_bin"`
+	NoFile      uint64         `json:"nofile_limit"`
+	Loads       []loadDef      `json:"loads"`
+	Rows        []*row         `json:"rows"`
+	Saturation  []*satRow      `json:"saturation"`
+	Passthrough []*passResult  `json:"passthrough"`
+	Churn       []*churnRow    `json:"churn"`
+	ChurnErr    string         `json:"churn_error,omitempty"`
+	Presence    []*presenceRow `json:"presence,omitempty"`
+	PresenceErr string         `json:"presence_error,omitempty"`
+	PassErr     string         `json:"passthrough_error,omitempty"`
+	Notes       []string       `json:"notes"`
+	LoadStart   string         `json:"loadavg_start"`
+	LoadEnd     string         `json:"loadavg_end"`
+	OtherCPU    float64        `json:"other_processes_cpu_s"`
+	WallSeconds float64        `json:"wall_seconds"`
+	CutShort    bool           `json:"cut_short"`
 }
 
 func run() int {
@@ -206,7 +208,7 @@ func run() int {
 	}
 
 	var redis *redisServer
-	needRedis := cfg.want("hub") || cfg.want("saturation") || cfg.want("churn")
+	needRedis := cfg.want("hub") || cfg.want("saturation") || cfg.want("churn") || cfg.want("presence")
 	if needRedis {
 		redis, err = startRedis(ctx, dir)
 		if err != nil {
@@ -307,6 +309,19 @@ func run() int {
 			logf("churn failed: %v", err)
 		}
 		rep.Churn = rows
+	}
+	if cfg.want("presence") && ctx.Err() == nil {
+		pc := presenceConfig{N: 10000, Messages: 10, ConnectRate: 1000}
+		if cfg.quick {
+			pc = presenceConfig{N: 2000, Messages: 5, ConnectRate: 1000}
+		}
+		logf("presence: %d SSE subscribers, each its own member, over %d channels, presence off then on", pc.N, presenceChannels)
+		rows, err := env.runPresence(ctx, pc)
+		if err != nil {
+			rep.PresenceErr = err.Error()
+			logf("presence failed: %v", err)
+		}
+		rep.Presence = rows
 	}
 	if ctx.Err() != nil {
 		rep.CutShort = true

@@ -65,6 +65,13 @@ func printReport(w io.Writer, rep *report) {
 		}
 		printChurn(w, rep.Churn)
 	}
+	if len(rep.Presence) > 0 || rep.PresenceErr != "" {
+		fmt.Fprintf(w, "\n== Presence: SSE subscribers, each its own member, over %d channels; presence and notify webhooks on, against the same load on channels without a rule ==\n", presenceChannels)
+		if rep.PresenceErr != "" {
+			fmt.Fprintf(w, "error: %s\n", rep.PresenceErr)
+		}
+		printPresence(w, rep.Presence)
+	}
 	fmt.Fprintln(w)
 }
 

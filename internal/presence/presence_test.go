@@ -159,3 +159,28 @@ func TestTrackerGrace(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// A connection that leaves before the tracker wrote its arrival still
+// leaves after the grace, not at once.
+func TestTrackerGraceBeforeFlush(t *testing.T) {
+	store := NewMemory()
+	got := make(chan []Transition, 16)
+	tr := NewTracker(store, Options{Grace: 300 * time.Millisecond, OnTransitions: func(ts []Transition) { got <- ts }})
+	defer tr.Close()
+	tr.Join("room", "u1")
+	if k := kinds(<-got); k != "channel_occupied member_added:u1" {
+		t.Fatalf("join: %q", k)
+	}
+	left := time.Now()
+	tr.Join("room", "u1") // a second tab...
+	tr.Leave("room", "u1")
+	tr.Leave("room", "u1") // ...and both gone, before any flush
+	select {
+	case ts := <-got:
+		if time.Since(left) < 250*time.Millisecond || kinds(ts) != "member_removed:u1 channel_vacated" {
+			t.Fatalf("%q after %v, want the leave after the grace", kinds(ts), time.Since(left))
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no leave")
+	}
+}

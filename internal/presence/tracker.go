@@ -159,10 +159,16 @@ func (t *Tracker) flush(all bool) {
 	t.mu.Lock()
 	byChannel := make(map[string][]Count)
 	for k := range t.pending {
-		byChannel[k.channel] = append(byChannel[k.channel], Count{Sub: k.sub, N: t.local[k]})
-		if t.local[k] == 0 {
+		n := t.local[k]
+		switch _, grace := t.grace[k]; {
+		case grace:
+			// gone within the grace: the store keeps the last
+			// connection until it ends
+			n = 1
+		case n == 0:
 			delete(t.local, k)
 		}
+		byChannel[k.channel] = append(byChannel[k.channel], Count{Sub: k.sub, N: n})
 	}
 	clear(t.pending)
 	if all {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddy-realtime/realtime/auth"
 	"github.com/caddy-realtime/realtime/internal/node"
 	"github.com/caddy-realtime/realtime/internal/rules"
 	"github.com/caddy-realtime/realtime/replay"
@@ -82,7 +83,7 @@ func (a *AdminAPI) handleChannels(w http.ResponseWriter, r *http.Request) error 
 	eachNode(func(n *node.Node) {
 		infos, _ := n.Hub.Channels(0)
 		for _, ci := range infos {
-			if match != "" && !rules.Glob(match, ci.Name) {
+			if match != "" && !auth.Glob(match, ci.Name) {
 				continue
 			}
 			cs := byName[ci.Name]

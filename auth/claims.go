@@ -79,17 +79,17 @@ func parseClaims(b []byte) (*Claims, error) {
 
 func matchAny(patterns []string, name string) bool {
 	for _, p := range patterns {
-		if glob(p, name) {
+		if Glob(p, name) {
 			return true
 		}
 	}
 	return false
 }
 
-// glob reports whether name matches pattern, where '*' matches any run of
+// Glob reports whether name matches pattern, where '*' matches any run of
 // bytes (also none) and every other byte matches itself. It runs in
 // O(len(pattern)*len(name)) at worst, without recursion.
-func glob(pattern, name string) bool {
+func Glob(pattern, name string) bool {
 	p, n := 0, 0
 	star, mark := -1, 0
 	for n < len(name) {

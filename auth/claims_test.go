@@ -33,8 +33,8 @@ var globTests = []struct {
 
 func TestGlob(t *testing.T) {
 	for _, tc := range globTests {
-		if got := glob(tc.pattern, tc.name); got != tc.want {
-			t.Errorf("glob(%q, %q) = %v, want %v", tc.pattern, tc.name, got, tc.want)
+		if got := Glob(tc.pattern, tc.name); got != tc.want {
+			t.Errorf("Glob(%q, %q) = %v, want %v", tc.pattern, tc.name, got, tc.want)
 		}
 	}
 }

@@ -143,12 +143,12 @@ func FuzzGlob(f *testing.F) {
 		if len(pattern) > 200 || len(name) > 400 {
 			return
 		}
-		got := glob(pattern, name)
+		got := Glob(pattern, name)
 		if !utf8.ValidString(pattern) || !utf8.ValidString(name) {
 			return
 		}
 		if want := globRegexp(pattern).MatchString(name); got != want {
-			t.Errorf("glob(%q, %q) = %v, want %v", pattern, name, got, want)
+			t.Errorf("Glob(%q, %q) = %v, want %v", pattern, name, got, want)
 		}
 	})
 }

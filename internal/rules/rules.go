@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-realtime/realtime/auth"
 	"github.com/caddy-realtime/realtime/replay"
 )
 
@@ -70,9 +71,9 @@ const DefaultRewindCap = 100
 // Rule is the settings of the channels one pattern matches, with the
 // hub's settings filled in where the rule has none.
 type Rule struct {
-	// Pattern is a glob on channel names: `*` matches any run of
-	// characters (including none, and `:` and `/`); every other
-	// character matches itself. "" matches every channel (the hub's
+	// Pattern is a glob on channel names, as in tickets' claims
+	// (auth.Glob): `*` matches any run of characters (including none,
+	// and `:` and `/`); every other character matches itself. "" matches every channel (the hub's
 	// own settings).
 	Pattern string `json:"pattern"`
 	// ReplaySize and ReplayTTL bound the messages kept per channel.
@@ -175,7 +176,7 @@ func (s *Set) Match(channel string) *Rule {
 		return &Rule{ReplaySize: replay.DefaultSize, ReplayTTL: replay.DefaultTTL}
 	}
 	for i := range s.rules {
-		if Glob(s.rules[i].Pattern, channel) {
+		if auth.Glob(s.rules[i].Pattern, channel) {
 			return &s.rules[i]
 		}
 	}
@@ -201,32 +202,4 @@ func CheckPattern(p string) error {
 		return fmt.Errorf("pattern %q: use * and the characters of channel names (A-Z a-z 0-9 _ - . : @ /)", p)
 	}
 	return nil
-}
-
-// Glob reports whether name matches pattern, where `*` matches any run
-// of characters. It runs in O(len(pattern)×len(name)) at worst, without
-// allocating.
-func Glob(pattern, name string) bool {
-	p, n := 0, 0
-	star, mark := -1, 0 // the last * seen, and where in name it was tried
-	for n < len(name) {
-		switch {
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, n
-			p++
-		case p < len(pattern) && pattern[p] == name[n]:
-			p++
-			n++
-		case star >= 0:
-			// let the last * take one more character and try again
-			mark++
-			p, n = star+1, mark
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
 }

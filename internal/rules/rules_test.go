@@ -1,13 +1,14 @@
 package rules
 
 import (
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 )
 
-func TestGlob(t *testing.T) {
+// Patterns match as tickets' channel patterns do (auth.Glob): * crosses
+// : and /.
+func TestPatterns(t *testing.T) {
 	cases := []struct {
 		pattern, name string
 		want          bool
@@ -26,8 +27,12 @@ func TestGlob(t *testing.T) {
 		{"a*a*a*a*b", strings.Repeat("a", 200), false},
 	}
 	for _, c := range cases {
-		if got := Glob(c.pattern, c.name); got != c.want {
-			t.Errorf("Glob(%q, %q) = %v, want %v", c.pattern, c.name, got, c.want)
+		s, err := New([]Rule{{Pattern: c.pattern, Rewind: 1}}, Rule{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Match(c.name).Rewind == 1; got != c.want {
+			t.Errorf("pattern %q matches %q: %v, want %v", c.pattern, c.name, got, c.want)
 		}
 	}
 }
@@ -94,36 +99,4 @@ func TestNewRefuses(t *testing.T) {
 			t.Errorf("New accepted %+v", r)
 		}
 	}
-}
-
-// FuzzGlob compares Glob with the same pattern as a regular expression.
-func FuzzGlob(f *testing.F) {
-	f.Add("chat:*", "chat:lobby")
-	f.Add("a*b*c", "aXbXc")
-	f.Add("**", "")
-	f.Fuzz(func(t *testing.T, pattern, name string) {
-		if len(pattern) > 64 || len(name) > 256 || !ascii(pattern) || !ascii(name) {
-			return // channel names and patterns are ASCII
-		}
-		var re strings.Builder
-		re.WriteString("^")
-		for _, part := range strings.Split(pattern, "*") {
-			re.WriteString(regexp.QuoteMeta(part))
-			re.WriteString("(?s:.*)")
-		}
-		expr := strings.TrimSuffix(re.String(), "(?s:.*)") + "$"
-		want := regexp.MustCompile(expr).MatchString(name)
-		if got := Glob(pattern, name); got != want {
-			t.Fatalf("Glob(%q, %q) = %v, regexp %s says %v", pattern, name, got, expr, want)
-		}
-	})
-}
-
-func ascii(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
 }

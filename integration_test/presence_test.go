@@ -389,3 +389,34 @@ func TestPresenceEndpoint(t *testing.T) {
 		t.Fatalf("quiet:1 got %+v, want only the published message", f)
 	}
 }
+
+// With the embedded broker, one node: the same presence, events and
+// endpoint, without Redis.
+func TestPresenceEmbedded(t *testing.T) {
+	t.Parallel()
+	hooks := newHookReceiver(t, 0)
+	e := &hubEnv{client: harness.HTTP1Client()}
+	e.c = harness.StartCaddy(t, presenceSite,
+		harness.Var("Redis", ""),
+		harness.Var("PublishKey", hubPublishKey),
+		harness.Var("Secret", jwtSecret),
+		harness.Var("Notify", hooks.srv.URL+"/hooks"),
+	)
+	t.Cleanup(e.client.CloseIdleConnections)
+	const ch = "room:solo"
+	watcher := e.resumeSSE(t, hubQuery([]string{ch}, "ticket", anonTicket(t)), nil, []string{ch})
+	defer watcher.close()
+	u1 := e.openWS(t, hubQuery([]string{ch}, "ticket", ticketFor(t, "u1")))
+	join := nextPresenceEvent(t, watcher, ch, "realtime.join", "u1", hubWait)
+	waitPresence(t, e, ch, "2 [u1:1]", hubWait)
+	_ = u1.conn.Close()
+	<-u1.done
+	nextPresenceEvent(t, watcher, ch, "realtime.leave", "u1", 10*time.Second)
+	hooks.waitSummary(t, ch, "channel_occupied member_added:u1 member_removed:u1", 10*time.Second)
+	// the join is an ordinary message, kept and rewound like any other
+	again := e.resumeSSE(t, hubQuery([]string{ch}, "ticket", anonTicket(t), "rewind", "2"), nil, []string{ch})
+	defer again.close()
+	if m := again.next(t); m.Event != "realtime.join" || m.ID != join.ID {
+		t.Fatalf("rewound %v, want the join %s", m, join.ID)
+	}
+}

@@ -413,6 +413,13 @@ func TestPresenceEmbedded(t *testing.T) {
 	<-u1.done
 	nextPresenceEvent(t, watcher, ch, "realtime.leave", "u1", 10*time.Second)
 	hooks.waitSummary(t, ch, "channel_occupied member_added:u1 member_removed:u1", 10*time.Second)
+	waitMetric(t, e.c, "realtime_webhook_events_total", map[string]string{"result": "delivered"}, func(v float64) bool { return v == 3 })
+	metrics := e.c.Metrics(t)
+	for typ, want := range map[string]float64{"channel_occupied": 1, "member_added": 1, "member_removed": 1} {
+		if got := metricValue(metrics, "realtime_presence_transitions_total", map[string]string{"type": typ}); got != want {
+			t.Errorf("realtime_presence_transitions_total{type=%q} = %v, want %v", typ, got, want)
+		}
+	}
 	// the join is an ordinary message, kept and rewound like any other
 	again := e.resumeSSE(t, hubQuery([]string{ch}, "ticket", anonTicket(t), "rewind", "2"), nil, []string{ch})
 	defer again.close()

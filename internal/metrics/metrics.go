@@ -40,6 +40,8 @@ var m = struct {
 	connSSE, connWS  prometheus.Gauge
 	connPoll         prometheus.Gauge
 	receivedBySource [4]prometheus.Counter
+	presence         *prometheus.CounterVec
+	webhookEvents    *prometheus.CounterVec
 }{}
 
 // Init creates the collectors once per process and registers them into
@@ -52,7 +54,7 @@ func Init(reg *prometheus.Registry) error {
 	for _, c := range []prometheus.Collector{
 		m.connections, m.received, m.deliveries, m.deliverySeconds,
 		m.slowDisconnects, m.resets, m.refusals, m.redisUp,
-		m.redisReconnects, m.resumes,
+		m.redisReconnects, m.resumes, m.presence, m.webhookEvents,
 	} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
@@ -102,7 +104,20 @@ func newMetrics() {
 	for _, r := range []string{"origin", "ticket", "scope", "limit", "bad_request"} {
 		m.refusals.WithLabelValues(r)
 	}
+	m.presence = counterVec("presence_transitions_total",
+		"Presence transitions of the deployment this node decided (and announced), by type: channel_occupied, member_added, member_removed, channel_vacated.", "type")
+	m.webhookEvents = counterVec("webhook_events_total",
+		"Lifecycle webhook events, by result: delivered (2xx), refused (another status below 500, not retried), failed (given up after a minute of retries), dropped (queue full).", "result")
+	for _, r := range []string{"delivered", "refused", "failed", "dropped"} {
+		m.webhookEvents.WithLabelValues(r)
+	}
 }
+
+// PresenceTransition counts a presence transition this node decided.
+func PresenceTransition(kind string) { m.presence.WithLabelValues(kind).Inc() }
+
+// WebhookEvents counts n lifecycle webhook events with result.
+func WebhookEvents(result string, n int) { m.webhookEvents.WithLabelValues(result).Add(float64(n)) }
 
 // metricsNamespace prefixes every metric name: realtime_<name>.
 const metricsNamespace = "realtime"

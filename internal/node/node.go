@@ -142,6 +142,7 @@ const PresenceTTL = 20 * time.Second
 // presence events, and lifecycle webhooks on channels with notify.
 func (s *Node) announce(trans []presence.Transition) {
 	for _, t := range trans {
+		metrics.PresenceTransition(t.Kind.String())
 		rule := s.Rules.Match(t.Channel)
 		member := t.Kind == presence.MemberAdded || t.Kind == presence.MemberRemoved
 		if member && rule.PresenceEvents {
@@ -174,7 +175,7 @@ func (s *Node) sender(url string) *webhook.Sender {
 	}
 	w := s.senders[url]
 	if w == nil {
-		w = webhook.New(url, s.webhookKey, webhook.Options{Logger: s.logger.Named("webhook")})
+		w = webhook.New(url, s.webhookKey, webhook.Options{Logger: s.logger.Named("webhook"), OnResult: metrics.WebhookEvents})
 		s.senders[url] = w
 	}
 	return w

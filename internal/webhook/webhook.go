@@ -64,6 +64,9 @@ type Options struct {
 	Queue  int
 	Client *http.Client
 	Logger *zap.Logger
+	// OnResult, when set, is told what became of n events: "delivered",
+	// "refused", "failed" or "dropped" (for metrics).
+	OnResult func(result string, n int)
 }
 
 // Sender posts the events of one URL, one batch at a time, in order.
@@ -102,6 +105,9 @@ func New(url string, key []byte, opts Options) *Sender {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	if opts.OnResult == nil {
+		opts.OnResult = func(string, int) {}
+	}
 	s := &Sender{url: url, key: key, opts: opts, queue: make(chan Event, opts.Queue), done: make(chan struct{})}
 	s.wg.Add(1)
 	go s.run()
@@ -114,6 +120,7 @@ func (s *Sender) Send(e Event) {
 	case s.queue <- e:
 		s.setDropping(false)
 	default:
+		s.opts.OnResult("dropped", 1)
 		if !s.setDropping(true) {
 			s.opts.Logger.Warn("webhook queue full: dropping events until the app catches up", zap.String("url", s.url))
 		}
@@ -177,13 +184,16 @@ func (s *Sender) deliver(batch []Event) {
 		status, err := s.post(body, sig)
 		switch {
 		case err == nil && status/100 == 2:
+			s.opts.OnResult("delivered", len(batch))
 			return
 		case err == nil && status < 500:
+			s.opts.OnResult("refused", len(batch))
 			s.opts.Logger.Warn("webhook refused by the app; not retried",
 				zap.String("url", s.url), zap.Int("status", status), zap.Int("events", len(batch)))
 			return
 		}
 		if time.Now().Add(backoff).After(give) {
+			s.opts.OnResult("failed", len(batch))
 			s.opts.Logger.Error("webhook not delivered; giving up",
 				zap.String("url", s.url), zap.Int("attempts", attempt), zap.Int("events", len(batch)),
 				zap.Int("status", status), zap.Error(err))

@@ -54,6 +54,7 @@ type Node struct {
 	Presence *presence.Tracker
 
 	webhookKey []byte
+	outbox     *presence.Redis // keeps webhook events until sent; nil without Redis
 	sendersMu  sync.Mutex
 	senders    map[string]*webhook.Sender // by URL
 	cache      *replay.Cache
@@ -122,10 +123,19 @@ func New(key Config, logger *zap.Logger) (*Node, error) {
 	if set.Tracked() {
 		var store presence.Store = presence.NewMemory()
 		if rb, ok := s.Broker.(*broker.Redis); ok {
-			store = presence.NewRedis(rb.Client(), key.Prefix, s.Hub.ID(), PresenceTTL)
+			s.outbox = presence.NewRedis(rb.Client(), key.Prefix, s.Hub.ID(), PresenceTTL, func(channel string) presence.Notify {
+				switch r := set.Match(channel); {
+				case r.Notify == "":
+					return presence.NotifyNone
+				case r.Presence:
+					return presence.NotifyChannelMembers
+				}
+				return presence.NotifyChannel
+			})
+			store = s.outbox
 		}
 		s.webhookKey = []byte(key.WebhookKey)
-		s.Presence = presence.NewTracker(store, presence.Options{OnTransitions: s.announce, Logger: logger})
+		s.Presence = presence.NewTracker(store, presence.Options{OnTransitions: s.announce, OnOrphans: s.resend, Logger: logger})
 		s.Hub.SetPresence(s.Presence)
 	}
 	return s, nil
@@ -161,7 +171,53 @@ func (s *Node) announce(trans []presence.Transition) {
 			cancel()
 		}
 		if rule.Notify != "" && (!member || rule.Presence) {
-			s.sender(rule.Notify).Send(webhook.Event{ID: webhook.NewID(), Type: t.Kind.String(), Channel: t.Channel, Sub: t.Sub, Time: t.At.UTC()})
+			s.sender(rule.Notify).Send(webhookEvent(t))
+		}
+	}
+}
+
+// webhookEvent is the webhook event of t: with the id of its outbox
+// entry, if it has one.
+func webhookEvent(t presence.Transition) webhook.Event {
+	id := t.ID
+	if id == "" {
+		id = webhook.NewID()
+	}
+	return webhook.Event{ID: id, Type: t.Kind.String(), Channel: t.Channel, Sub: t.Sub, Time: t.At.UTC()}
+}
+
+// resend sends webhook events another node decided and did not send (it
+// crashed, or lost Redis): same ids, so that an app drops a repeat.
+func (s *Node) resend(orphans []presence.Transition) {
+	for _, t := range orphans {
+		rule := s.Rules.Match(t.Channel)
+		if rule.Notify == "" {
+			s.releaseEvents([]webhook.Event{webhookEvent(t)}) // no longer notified
+			continue
+		}
+		s.sender(rule.Notify).Send(webhookEvent(t))
+	}
+}
+
+// holdEvents and releaseEvents renew and end this node's claim on
+// outbox events it sends.
+func (s *Node) holdEvents(events []webhook.Event) { s.outboxOp(events, s.outbox.Hold) }
+
+func (s *Node) releaseEvents(events []webhook.Event) { s.outboxOp(events, s.outbox.Release) }
+
+func (s *Node) outboxOp(events []webhook.Event, op func(context.Context, string, []string) error) {
+	if s.outbox == nil {
+		return
+	}
+	byChannel := make(map[string][]string)
+	for _, e := range events {
+		byChannel[e.Channel] = append(byChannel[e.Channel], e.ID)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	for ch, ids := range byChannel {
+		if err := op(ctx, ch, ids); err != nil {
+			s.logger.Warn("webhook outbox", zap.String("channel", ch), zap.Error(err))
 		}
 	}
 }
@@ -175,7 +231,10 @@ func (s *Node) sender(url string) *webhook.Sender {
 	}
 	w := s.senders[url]
 	if w == nil {
-		w = webhook.New(url, s.webhookKey, webhook.Options{Logger: s.logger.Named("webhook"), OnResult: metrics.WebhookEvents})
+		w = webhook.New(url, s.webhookKey, webhook.Options{
+			Logger: s.logger.Named("webhook"), OnResult: metrics.WebhookEvents,
+			Hold: s.holdEvents, Release: s.releaseEvents,
+		})
 		s.senders[url] = w
 	}
 	return w

@@ -70,6 +70,9 @@ func (m *Memory) Get(_ context.Context, channel string) (Snapshot, []Transition,
 // Sweep implements Store: nothing expires.
 func (m *Memory) Sweep(context.Context) ([]Transition, error) { return nil, nil }
 
+// Orphans implements Store: there is no outbox (one node).
+func (m *Memory) Orphans(context.Context) ([]Transition, error) { return nil, nil }
+
 // appendTransitions appends what one sub's change from before to after
 // connections (and the channel's from totalBefore to totalAfter) means,
 // in the order an app expects: occupied, added, removed, vacated.

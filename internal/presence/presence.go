@@ -56,6 +56,9 @@ type Transition struct {
 	Channel string
 	Sub     string // "" for channel transitions
 	At      time.Time
+	// ID is the webhook event's id when the store keeps it in an outbox
+	// until it is sent (Redis), "" otherwise.
+	ID string
 }
 
 // Member is one member of a channel and its connections, on every node.
@@ -92,4 +95,7 @@ type Store interface {
 	// Sweep removes counts that expired in channels no node looks at any
 	// more (a crashed node's), and returns the transitions.
 	Sweep(ctx context.Context) ([]Transition, error)
+	// Orphans claims for this node the webhook events of the outbox that
+	// the node that decided them did not confirm in time, to send them.
+	Orphans(ctx context.Context) ([]Transition, error)
 }

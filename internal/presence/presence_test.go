@@ -79,7 +79,7 @@ func TestMemoryTransitions(t *testing.T) {
 func TestRedisTransitionsAcrossNodes(t *testing.T) {
 	srv := testredis.Start(t)
 	rdb := srv.Client()
-	checkTransitions(t, NewRedis(rdb, "realtime:", "a", time.Minute), NewRedis(rdb, "realtime:", "b", time.Minute))
+	checkTransitions(t, NewRedis(rdb, "realtime:", "a", time.Minute, nil), NewRedis(rdb, "realtime:", "b", time.Minute, nil))
 	keys, err := rdb.Keys(context.Background(), "realtime:#presence*").Result()
 	if err != nil || len(keys) != 0 {
 		t.Fatalf("keys left once the channel is empty: %v %v", keys, err)
@@ -93,8 +93,8 @@ func TestRedisCrashedNodeExpires(t *testing.T) {
 	rdb := srv.Client()
 	ctx := context.Background()
 	const ttl = 300 * time.Millisecond
-	crashed := NewRedis(rdb, "realtime:", "crashed", ttl)
-	alive := NewRedis(rdb, "realtime:", "alive", ttl)
+	crashed := NewRedis(rdb, "realtime:", "crashed", ttl, nil)
+	alive := NewRedis(rdb, "realtime:", "alive", ttl, nil)
 	if _, err := crashed.Set(ctx, "room", []Count{{"u1", 1}, {"u2", 1}}); err != nil {
 		t.Fatal(err)
 	}

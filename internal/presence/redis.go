@@ -2,6 +2,7 @@ package presence
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -28,43 +29,78 @@ type Redis struct {
 	prefix string
 	node   string
 	ttl    time.Duration
+	notify func(channel string) Notify
 }
 
+// Notify says which transitions of a channel are lifecycle webhooks,
+// kept in the channel's outbox until the app took them.
+type Notify uint8
+
+const (
+	NotifyNone           Notify = iota
+	NotifyChannel               // channel_occupied, channel_vacated
+	NotifyChannelMembers        // and member_added, member_removed
+)
+
+// outboxClaim is how long an event of the outbox belongs to the node
+// that decided (or claimed) it: past it, another node's sweeper claims
+// and sends it. The sender renews it before each attempt.
+const outboxClaim = 20 * time.Second
+
 // NewRedis returns the store of node (an id unique in the deployment)
-// on rdb; a node's counts expire ttl after its last update.
-func NewRedis(rdb redis.UniversalClient, prefix, node string, ttl time.Duration) *Redis {
-	return &Redis{rdb: rdb, prefix: prefix, node: node, ttl: ttl}
+// on rdb; a node's counts expire ttl after its last update. notify (nil:
+// none) says which channels' transitions go to the outbox.
+func NewRedis(rdb redis.UniversalClient, prefix, node string, ttl time.Duration, notify func(string) Notify) *Redis {
+	if notify == nil {
+		notify = func(string) Notify { return NotifyNone }
+	}
+	return &Redis{rdb: rdb, prefix: prefix, node: node, ttl: ttl, notify: notify}
 }
 
 func (r *Redis) base(channel string) string { return r.prefix + "#presence:{" + channel + "}" }
 func (r *Redis) sweepKey() string           { return r.prefix + "#presence" }
+func (r *Redis) outboxKey() string          { return r.prefix + "#webhooks" }
 
 // update applies this node's counts and sweeps expired nodes' in one
-// step. It returns, after the transitions, when the channel's counts
-// expire next (0: no node has any).
+// step. It returns the transitions as (type, sub, outbox id) triples,
+// then when the channel's counts expire next (0: no node has any). A
+// transition that is a webhook of the channel is written to its outbox
+// in the same step: it survives the node.
 //
-// KEYS: subs, total, nodes. ARGV: node key base, now (ms), ttl (ms),
-// node, then sub/count pairs.
+// KEYS: subs, total, nodes, outbox (sorted set: id → claimed until, ms),
+// outbox data (hash: id → event), outbox sequence. ARGV: node key base,
+// now (ms), ttl (ms), node, notify ("", "c", "cm"), claim (ms), then
+// sub/count pairs.
 var update = redis.NewScript(`
 local out = {}
+local now, ttl, me, notify, claim = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
+local function record(kind, sub)
+  local id = ''
+  if (notify == 'cm') or (notify == 'c' and sub == '') then
+    id = me .. '.' .. redis.call('INCR', KEYS[6])
+    redis.call('HSET', KEYS[5], id, cjson.encode({id = id, type = kind, sub = sub, ms = now}))
+    redis.call('ZADD', KEYS[4], now + claim, id)
+    for i = 4, 6 do redis.call('PEXPIRE', KEYS[i], 600000) end
+  end
+  table.insert(out, kind); table.insert(out, sub); table.insert(out, id)
+end
 local function apply(sub, before, after)
   if after <= 0 then redis.call('HDEL', KEYS[1], sub) else redis.call('HSET', KEYS[1], sub, after) end
   local tb = tonumber(redis.call('GET', KEYS[2]) or '0')
   local ta = tb + after - before
   if ta <= 0 then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], ta) end
-  if tb <= 0 and ta > 0 then table.insert(out, 'channel_occupied'); table.insert(out, '') end
+  if tb <= 0 and ta > 0 then record('channel_occupied', '') end
   if sub ~= '' then
-    if before <= 0 and after > 0 then table.insert(out, 'member_added'); table.insert(out, sub) end
-    if before > 0 and after <= 0 then table.insert(out, 'member_removed'); table.insert(out, sub) end
+    if before <= 0 and after > 0 then record('member_added', sub) end
+    if before > 0 and after <= 0 then record('member_removed', sub) end
   end
-  if tb > 0 and ta <= 0 then table.insert(out, 'channel_vacated'); table.insert(out, '') end
+  if tb > 0 and ta <= 0 then record('channel_vacated', '') end
 end
 local function add(sub, delta)
   if delta == 0 then return end
   local before = tonumber(redis.call('HGET', KEYS[1], sub) or '0')
   apply(sub, before, before + delta)
 end
-local now, ttl, me = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
   if n ~= me then
     local h = ARGV[1] .. n
@@ -75,7 +111,7 @@ for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
   end
 end
 local mine = ARGV[1] .. me
-for i = 5, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local sub, n = ARGV[i], tonumber(ARGV[i+1])
   local old = tonumber(redis.call('HGET', mine, sub) or '0')
   if n > 0 then redis.call('HSET', mine, sub, n) else redis.call('HDEL', mine, sub) end
@@ -103,22 +139,40 @@ return out
 func (r *Redis) run(ctx context.Context, channel string, counts []Count) ([]Transition, error) {
 	base := r.base(channel)
 	now := time.Now()
-	args := make([]any, 0, 4+2*len(counts))
-	args = append(args, base+":node:", now.UnixMilli(), r.ttl.Milliseconds(), r.node)
+	mode := ""
+	switch r.notify(channel) {
+	case NotifyChannel:
+		mode = "c"
+	case NotifyChannelMembers:
+		mode = "cm"
+	}
+	args := make([]any, 0, 6+2*len(counts))
+	args = append(args, base+":node:", now.UnixMilli(), r.ttl.Milliseconds(), r.node, mode, outboxClaim.Milliseconds())
 	for _, c := range counts {
 		args = append(args, c.Sub, c.N)
 	}
-	res, err := update.Run(ctx, r.rdb, []string{base, base + ":n", base + ":nodes"}, args...).StringSlice()
+	keys := []string{base, base + ":n", base + ":nodes", base + ":outbox", base + ":outbox:data", base + ":seq"}
+	res, err := update.Run(ctx, r.rdb, keys, args...).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("presence of %s: %w", channel, err)
 	}
-	if len(res) == 0 || len(res)%2 != 1 {
+	if len(res) == 0 || len(res)%3 != 1 {
 		return nil, fmt.Errorf("presence of %s: unexpected script answer %q", channel, res)
 	}
 	var out []Transition
-	for i := 0; i+1 < len(res); i += 2 {
+	queued := false
+	for i := 0; i+2 < len(res); i += 3 {
 		if k := parseKind(res[i]); k != 0 {
-			out = append(out, Transition{Kind: k, Channel: channel, Sub: res[i+1], At: now})
+			out = append(out, Transition{Kind: k, Channel: channel, Sub: res[i+1], ID: res[i+2], At: now})
+			queued = queued || res[i+2] != ""
+		}
+	}
+	if queued {
+		// the outbox's index: the sweepers look at this channel's
+		// outbox once its events' claim may have lapsed
+		due := float64(now.Add(outboxClaim).UnixMilli())
+		if err := r.rdb.ZAddLT(ctx, r.outboxKey(), redis.Z{Score: due, Member: channel}).Err(); err != nil {
+			return out, fmt.Errorf("webhook outbox index: %w", err)
 		}
 	}
 	// the sweeper looks at the channel once its counts may have expired
@@ -186,4 +240,97 @@ func (r *Redis) Sweep(ctx context.Context) ([]Transition, error) {
 		}
 	}
 	return out, nil
+}
+
+// claim takes, for this node, the events of a channel's outbox whose
+// claim lapsed (the node that had them did not confirm them in time),
+// and returns them, then when the next claim lapses (0: none left).
+//
+// KEYS: outbox, outbox data. ARGV: now (ms), claim (ms).
+var claim = redis.NewScript(`
+local now, claim = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)) do
+  local v = redis.call('HGET', KEYS[2], id)
+  if v then
+    redis.call('ZADD', KEYS[1], now + claim, id)
+    table.insert(out, v)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+table.insert(out, nxt[2] or '0')
+return out
+`)
+
+// outboxEvent is an event as the update script stores it.
+type outboxEvent struct {
+	ID   string `json:"id"`
+	Type string `json:"type"`
+	Sub  string `json:"sub"`
+	MS   int64  `json:"ms"`
+}
+
+// Orphans claims the outbox events other nodes decided and did not
+// confirm in time (they crashed, or lost Redis), at most 100 channels'
+// worth per call, for this node to send.
+func (r *Redis) Orphans(ctx context.Context) ([]Transition, error) {
+	now := time.Now()
+	due, err := r.rdb.ZRangeByScore(ctx, r.outboxKey(), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: sweepBatch,
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("webhook outbox: %w", err)
+	}
+	var out []Transition
+	for _, ch := range due {
+		base := r.base(ch)
+		res, err := claim.Run(ctx, r.rdb, []string{base + ":outbox", base + ":outbox:data"}, now.UnixMilli(), outboxClaim.Milliseconds()).StringSlice()
+		if err != nil || len(res) == 0 {
+			return out, fmt.Errorf("webhook outbox of %s: %v", ch, err)
+		}
+		for _, v := range res[:len(res)-1] {
+			var e outboxEvent
+			if json.Unmarshal([]byte(v), &e) == nil {
+				if k := parseKind(e.Type); k != 0 {
+					out = append(out, Transition{Kind: k, Channel: ch, Sub: e.Sub, ID: e.ID, At: time.UnixMilli(e.MS)})
+				}
+			}
+		}
+		if next, _ := strconv.ParseInt(res[len(res)-1], 10, 64); next == 0 {
+			err = r.rdb.ZRem(ctx, r.outboxKey(), ch).Err()
+		} else {
+			err = r.rdb.ZAdd(ctx, r.outboxKey(), redis.Z{Score: float64(next), Member: ch}).Err()
+		}
+		if err != nil {
+			return out, fmt.Errorf("webhook outbox index: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// Hold renews this node's claim on outbox events it is sending.
+func (r *Redis) Hold(ctx context.Context, channel string, ids []string) error {
+	until := float64(time.Now().Add(outboxClaim).UnixMilli())
+	zs := make([]redis.Z, len(ids))
+	for i, id := range ids {
+		zs[i] = redis.Z{Score: until, Member: id}
+	}
+	return r.rdb.ZAddXX(ctx, r.base(channel)+":outbox", zs...).Err()
+}
+
+// Release removes outbox events the app took, refused, or that were
+// given up on.
+func (r *Redis) Release(ctx context.Context, channel string, ids []string) error {
+	base := r.base(channel)
+	members := make([]any, len(ids))
+	for i, id := range ids {
+		members[i] = id
+	}
+	pipe := r.rdb.Pipeline()
+	pipe.ZRem(ctx, base+":outbox", members...)
+	pipe.HDel(ctx, base+":outbox:data", ids...)
+	_, err := pipe.Exec(ctx)
+	return err
 }

@@ -24,7 +24,10 @@ type Options struct {
 	// decided, in order: from the tracker's goroutine, and from callers
 	// of Snapshot (it must be safe for concurrent use).
 	OnTransitions func([]Transition)
-	Logger        *zap.Logger
+	// OnOrphans receives webhook events other nodes decided and did not
+	// send in time (see Store.Orphans), from the tracker's goroutine.
+	OnOrphans func([]Transition)
+	Logger    *zap.Logger
 }
 
 type key struct{ channel, sub string }
@@ -63,6 +66,9 @@ func NewTracker(store Store, opts Options) *Tracker {
 	}
 	if opts.OnTransitions == nil {
 		opts.OnTransitions = func([]Transition) {}
+	}
+	if opts.OnOrphans == nil {
+		opts.OnOrphans = func([]Transition) {}
 	}
 	t := &Tracker{
 		store: store, opts: opts,
@@ -215,6 +221,14 @@ func (t *Tracker) sweep() {
 	defer cancel()
 	trans, err := t.store.Sweep(ctx)
 	t.report(trans, err)
+	if err != nil {
+		return
+	}
+	orphans, err := t.store.Orphans(ctx)
+	if len(orphans) > 0 {
+		t.opts.OnOrphans(orphans)
+	}
+	t.report(nil, err)
 }
 
 // Snapshot returns the channel's presence from the store, announcing

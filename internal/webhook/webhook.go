@@ -67,6 +67,11 @@ type Options struct {
 	// OnResult, when set, is told what became of n events: "delivered",
 	// "refused", "failed" or "dropped" (for metrics).
 	OnResult func(result string, n int)
+	// Hold, when set, is called before each attempt at a batch, and
+	// Release once the batch is done with (delivered, refused, or given
+	// up on): an outbox that keeps the events until then (see package
+	// presence) hands those of a sender that went away to another.
+	Hold, Release func([]Event)
 }
 
 // Sender posts the events of one URL, one batch at a time, in order.
@@ -107,6 +112,12 @@ func New(url string, key []byte, opts Options) *Sender {
 	}
 	if opts.OnResult == nil {
 		opts.OnResult = func(string, int) {}
+	}
+	if opts.Hold == nil {
+		opts.Hold = func([]Event) {}
+	}
+	if opts.Release == nil {
+		opts.Release = func([]Event) {}
 	}
 	s := &Sender{url: url, key: key, opts: opts, queue: make(chan Event, opts.Queue), done: make(chan struct{})}
 	s.wg.Add(1)
@@ -181,18 +192,22 @@ func (s *Sender) deliver(batch []Event) {
 	give := time.Now().Add(s.opts.RetryFor)
 	backoff := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
+		s.opts.Hold(batch)
 		status, err := s.post(body, sig)
 		switch {
 		case err == nil && status/100 == 2:
+			s.opts.Release(batch)
 			s.opts.OnResult("delivered", len(batch))
 			return
 		case err == nil && status < 500:
+			s.opts.Release(batch)
 			s.opts.OnResult("refused", len(batch))
 			s.opts.Logger.Warn("webhook refused by the app; not retried",
 				zap.String("url", s.url), zap.Int("status", status), zap.Int("events", len(batch)))
 			return
 		}
 		if time.Now().Add(backoff).After(give) {
+			s.opts.Release(batch)
 			s.opts.OnResult("failed", len(batch))
 			s.opts.Logger.Error("webhook not delivered; giving up",
 				zap.String("url", s.url), zap.Int("attempts", attempt), zap.Int("events", len(batch)),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddy-realtime/realtime/auth"
 	"github.com/caddy-realtime/realtime/internal/node"
+	"github.com/caddy-realtime/realtime/internal/presence"
 	"github.com/caddy-realtime/realtime/internal/rules"
 	"github.com/caddy-realtime/realtime/replay"
 	"github.com/caddyserver/caddy/v2"
@@ -27,7 +28,7 @@ func init() {
 // origin checks; Caddy loads it by itself, with no configuration.
 //
 //	GET  /realtime/channels[?match=<glob>&limit=<n>]
-//	GET  /realtime/channels/<name>
+//	GET  /realtime/channels/<name>  (with its presence, when tracked)
 //	POST /realtime/disconnect  {"sub": "u1"} or {"channel": "c"} (both: that sub on that channel)
 type AdminAPI struct{}
 
@@ -125,6 +126,9 @@ type channelDetail struct {
 	// Rule is the pattern of the channels rule that applies, "" for the
 	// hub's settings.
 	Rule string `json:"rule"`
+	// Presence is the channel's presence on every node, when its rule
+	// tracks it.
+	Presence *presence.Snapshot `json:"presence,omitempty"`
 }
 
 // handleChannel shows one channel on this node.
@@ -137,6 +141,7 @@ func (a *AdminAPI) handleChannel(w http.ResponseWriter, r *http.Request) error {
 		return apiError(http.StatusBadRequest, "invalid channel name %q: use 1 to 200 characters from A-Z a-z 0-9 _ - . : @ /", truncated(name, 64))
 	}
 	d := channelDetail{Channel: name, Transports: make(map[string]int)}
+	var presenceErr error
 	eachNode(func(n *node.Node) {
 		ci, held := n.Hub.Channel(name)
 		for tr, k := range ci.Subscribers {
@@ -150,10 +155,21 @@ func (a *AdminAPI) handleChannel(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 		d.Cached = max(d.Cached, n.Cached(name))
-		if rule := n.Rules.Match(name); rule.Pattern != "" {
+		rule := n.Rules.Match(name)
+		if rule.Pattern != "" {
 			d.Rule = rule.Pattern
 		}
+		if rule.Presence && n.Presence != nil && d.Presence == nil {
+			if snap, err := n.Presence.Snapshot(r.Context(), name); err == nil {
+				d.Presence = &snap
+			} else {
+				presenceErr = err
+			}
+		}
 	})
+	if presenceErr != nil && d.Presence == nil {
+		return apiError(http.StatusServiceUnavailable, "reading the presence of %s: %v", name, presenceErr)
+	}
 	return writeJSON(w, d)
 }
 

@@ -276,6 +276,11 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	// the same presence from either node: the watcher is counted, not listed
 	waitPresence(t, a, ch, "4 [u1:1 u2:2]", hubWait)
 	waitPresence(t, b, ch, "4 [u1:1 u2:2]", hubWait)
+	// the admin API shows it too, beside this node's own subscribers
+	status, body := b.c.Admin(t, http.MethodGet, "/realtime/channels/"+ch, nil)
+	if status != http.StatusOK || !strings.Contains(string(body), `"presence":{"channel":"room:1","connections":4,"members":[{"sub":"u1","connections":1},{"sub":"u2","connections":2}]}`) || !strings.Contains(string(body), `"subscribers":1,`) {
+		t.Fatalf("admin channel detail: %d %s", status, body)
+	}
 
 	// a reconnect within the grace is no leave; a real leave is one leave
 	u1.Close()

@@ -56,6 +56,14 @@ declare class Realtime {
    */
   publish(channel: string, data: Realtime.PublishData, options?: Realtime.PublishOptions): Promise<string>;
 
+  /**
+   * Asks the hub who is on channel (GET <hub>/presence?channel=c, with a
+   * fresh ticket from ticketURL for that channel, else the page's cookies)
+   * and resolves with the answer; rejects with the hub's status and reason
+   * (404: the channel's rule has no presence).
+   */
+  presence(channel: string): Promise<Realtime.Presence>;
+
   /** Ends the client for good: connection, retries and pending publishes; state 'closed'. */
   close(): void;
 }
@@ -135,6 +143,31 @@ declare namespace Realtime {
     status?: number;
     /** The WebSocket close code, for a closed WebSocket. */
     code?: number;
+    /** The hub's reason, for a refused publish or presence request. */
+    reason?: string;
+  }
+
+  /** A member of a channel: a ticket's sub (or the sub of the app's approval). */
+  interface PresenceMember {
+    sub: string;
+    /** Its connections to the channel, on every node. */
+    connections: number;
+  }
+
+  /** The answer of presence(channel). */
+  interface Presence {
+    channel: string;
+    /** Every connection to the channel, with a sub or without (those are counted, not listed). */
+    connections: number;
+    members: PresenceMember[];
+  }
+
+  /** A member's first connection to channel (join), or its last one gone (leave). */
+  interface PresenceEvent {
+    channel: string;
+    sub: string;
+    /** The resume cursor after this event, as for a message. */
+    id: string;
   }
 
   /** The events of on/off and their payloads. */
@@ -144,6 +177,10 @@ declare namespace Realtime {
     state: StateChange;
     /** Informational: every failed attempt or dropped connection; the client retries by itself. */
     error: RealtimeError;
+    /** A realtime.join message (channels with `presence events`); not also a 'message'. */
+    join: PresenceEvent;
+    /** A realtime.leave message (channels with `presence events`); not also a 'message'. */
+    leave: PresenceEvent;
   }
 
   /** What publish sends: text, or bytes. */

@@ -14,8 +14,10 @@ var Realtime = (function () {
   'use strict';
 
   var TRANSPORTS = ['websocket', 'sse', 'longpoll'];
-  var EVENTS = ['message', 'reset', 'state', 'error'];
+  var EVENTS = ['message', 'reset', 'state', 'error', 'join', 'leave'];
   var RESET_EVENT = 'realtime.reset';
+  var JOIN_EVENT = 'realtime.join'; // presence events: a member's first connection,
+  var LEAVE_EVENT = 'realtime.leave'; // and its last one gone (after the hub's grace)
   var CLOSED_EVENT = 'realtime.closed'; // the hub ended the subscription for good
   var CLOSE_CODE = 4000; // the WebSocket close code of realtime.closed
   var CHANNEL_RE = /^[A-Za-z0-9_\-.:@/]{1,200}$/;
@@ -41,6 +43,18 @@ var Realtime = (function () {
       for (var k in props) err[k] = props[k];
     }
     return err;
+  }
+
+  // refusedError is the error of an HTTP publish or presence request the
+  // hub answered with a 4xx or 5xx: its status, and its reason (the body).
+  function refusedError(what, status, text) {
+    var reason = String(text || '').trim().slice(0, 500);
+    try {
+      var j = JSON.parse(reason);
+      if (j && typeof j === 'object' && typeof j.reason === 'string') reason = j.reason;
+    } catch (e) { /* plain text */ }
+    return RealtimeError('Realtime: ' + what + ' refused: ' + status + (reason ? ' ' + reason : ''),
+      { status: status, reason: reason });
   }
 
   function checkChannel(c) {
@@ -135,7 +149,7 @@ var Realtime = (function () {
         }
         this._rewind = options.rewind;
       }
-      this._listeners = { message: [], reset: [], state: [], error: [] };
+      this._listeners = { message: [], reset: [], state: [], error: [], join: [], leave: [] };
       this._state = 'connecting';
       this._transport = this._transports[0];
       this._lastState = null;
@@ -161,7 +175,7 @@ var Realtime = (function () {
     /** The channels subscribed to. */
     get channels() { return this._channels.slice(); }
 
-    /** on adds a listener for 'message', 'reset', 'state' or 'error'. */
+    /** on adds a listener for 'message', 'reset', 'state', 'error', 'join' or 'leave'. */
     on(event, fn) {
       if (EVENTS.indexOf(event) < 0) {
         throw new TypeError('Realtime: unknown event ' + JSON.stringify(event) + ': use ' + EVENTS.join(', '));
@@ -222,6 +236,21 @@ var Realtime = (function () {
       });
     }
 
+    /**
+     * presence asks the hub who is on channel (GET <hub>/presence?channel=c,
+     * with a fresh ticket from ticketURL for that channel, or the page's
+     * cookies) and resolves with {channel, connections, members: [{sub,
+     * connections}]}; rejects with the hub's status and reason.
+     */
+    presence(channel) {
+      var self = this;
+      return new Promise(function (resolve, reject) {
+        checkChannel(channel);
+        if (self._closed) throw RealtimeError('Realtime: closed');
+        self._presenceHTTP(channel).then(resolve, reject);
+      });
+    }
+
     /** close ends the subscription for good. */
     close() {
       if (this._closed) return;
@@ -270,6 +299,17 @@ var Realtime = (function () {
         var r = {};
         try { r = JSON.parse(typeof m.data === 'string' ? m.data : ''); } catch (e) { r = {}; }
         this._emit('reset', { channel: r.channel || m.channel, reason: r.reason || 'gap' });
+        return;
+      }
+      if (m.event === JOIN_EVENT || m.event === LEAVE_EVENT) {
+        // data {"channel", "sub"}: a join or leave, never a 'message'
+        var p = null;
+        try { p = JSON.parse(typeof m.data === 'string' ? m.data : ''); } catch (e) { p = null; }
+        if (p && typeof p === 'object' && typeof p.sub === 'string' && p.sub) {
+          var who = { channel: typeof p.channel === 'string' && p.channel ? p.channel : m.channel, sub: p.sub, id: m.id };
+          if (m.event === JOIN_EVENT) this._emit('join', who);
+          else this._emit('leave', who);
+        }
         return;
       }
       this._emit('message', m);
@@ -435,14 +475,15 @@ var Realtime = (function () {
       return u;
     }
 
-    // _ticket POSTs ticketURL for a fresh ticket ('' without ticketURL).
-    _ticket(signal) {
+    // _ticket POSTs ticketURL for a fresh ticket ('' without ticketURL),
+    // for channels (default: those subscribed to).
+    _ticket(signal, channels) {
       if (!this._ticketURL) return Promise.resolve('');
       return fetch(this._ticketURL.href, {
         method: 'POST',
         credentials: this._credentials,
         headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ channels: this._channels }),
+        body: JSON.stringify({ channels: channels || this._channels }),
         cache: 'no-store',
         signal: signal,
       }).then(function (res) {
@@ -541,7 +582,7 @@ var Realtime = (function () {
       p.done = true;
       clearTimeout(p.timer);
       if (o.type === 'ack') p.resolve(o.id == null ? '' : String(o.id));
-      else p.reject(RealtimeError('Realtime: publish refused: ' + (o.reason || o.type)));
+      else p.reject(RealtimeError('Realtime: publish refused: ' + (o.reason || o.type), { reason: String(o.reason || o.type) }));
     }
 
     _rejectPending(err) {
@@ -574,12 +615,40 @@ var Realtime = (function () {
         });
       }).then(function (res) {
         return res.text().then(function (text) {
-          if (!res.ok) {
-            throw RealtimeError('Realtime: publish refused: ' + res.status + ' ' + text.trim(), { status: res.status });
-          }
+          if (!res.ok) throw refusedError('publish', res.status, text);
           var j = {};
           try { j = JSON.parse(text); } catch (e) { /* not JSON */ }
           return j && j.id != null ? String(j.id) : '';
+        });
+      });
+    }
+
+    // _presenceHTTP GETs <hub>/presence?channel=c (the hub URL's own query
+    // parameters kept, as for subscriptions) with a fresh ticket for c.
+    _presenceHTTP(channel) {
+      var self = this;
+      return this._ticket(undefined, [channel]).then(function (ticket) {
+        var u = new URL(self._url.href);
+        u.pathname = u.pathname.replace(/\/+$/, '') + '/presence';
+        ['channel', 'last_event_id', 'rewind', 'ticket', 'format'].forEach(function (k) { u.searchParams.delete(k); });
+        u.searchParams.set('channel', channel);
+        var headers = { Accept: 'application/json' };
+        if (ticket) headers.Authorization = 'Bearer ' + ticket;
+        return fetch(u.href, { credentials: self._credentials, headers: headers, cache: 'no-store' });
+      }).then(function (res) {
+        return res.text().then(function (text) {
+          if (!res.ok) throw refusedError('presence', res.status, text);
+          var j = null;
+          try { j = JSON.parse(text); } catch (e) { j = null; }
+          if (!j || typeof j !== 'object' || !Array.isArray(j.members)) {
+            throw RealtimeError('Realtime: presence answer is not {channel, connections, members}', { status: res.status });
+          }
+          var members = [];
+          for (var i = 0; i < j.members.length; i++) {
+            var mb = j.members[i];
+            if (mb && typeof mb.sub === 'string') members.push({ sub: mb.sub, connections: Number(mb.connections) || 0 });
+          }
+          return { channel: typeof j.channel === 'string' ? j.channel : channel, connections: Number(j.connections) || 0, members: members };
         });
       });
     }

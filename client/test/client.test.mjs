@@ -470,3 +470,163 @@ test('realtime.closed ends the client: state closed with the reason, no reconnec
     assert.equal(log.states.at(-1).reason, undefined);
   }
 });
+
+test('join and leave: realtime.join/leave messages become join/leave events, never messages', async () => {
+  const joinData = (sub) => JSON.stringify({ channel: 'chat:a', sub });
+  // long-poll and SSE carry them as any message; the cursor moves past them
+  const polls = [];
+  const Realtime = load(async (url, init) => {
+    polls.push(new URL(url).searchParams.get('last_event_id'));
+    if (polls.length === 1) {
+      return json({
+        messages: [
+          { channel: 'chat:a', id: '1-0', event: 'realtime.join', data: joinData('alice') },
+          { channel: 'chat:a', id: '2-0', event: 'message', data: 'hi' },
+          { channel: 'chat:a', id: '3-0', event: 'realtime.leave', data: joinData('alice') },
+          { channel: 'chat:a', id: '4-0', event: 'realtime.join', data: 'not json' }, // dropped
+          { channel: 'chat:a', id: '5-0', event: 'realtime.join', data: '{"channel":"chat:a"}' }, // no sub: dropped
+          { channel: 'chat:b', id: '6-0', event: 'realtime.join', data: '{"sub":"bob"}' }, // channel from the message
+        ],
+        last_event_id: '6-0',
+      });
+    }
+    return pending(init);
+  });
+  const rt = new Realtime('/hub', { channels: ['chat:a', 'chat:b'], transports: ['longpoll'] });
+  const log = collect(rt);
+  const joins = [];
+  const leaves = [];
+  rt.on('join', (j) => { joins.push(j); });
+  rt.on('leave', (l) => { leaves.push(l); });
+  await log.until(() => polls.length === 2, 'a second poll');
+  rt.close();
+  assert.deepEqual(plain(joins), [{ channel: 'chat:a', sub: 'alice', id: '1-0' }, { channel: 'chat:b', sub: 'bob', id: '6-0' }]);
+  assert.deepEqual(plain(leaves), [{ channel: 'chat:a', sub: 'alice', id: '3-0' }]);
+  assert.deepEqual(log.messages.map((m) => m.data), ['hi']);
+  assert.deepEqual(polls, [null, '6-0']);
+
+  // SSE (format=json) and WebSocket frames alike
+  {
+    const Realtime = load(async (url, init) => sseResponse(['retry: 1000\n\n',
+      `id: 7-0\nevent: realtime.join\ndata: ${JSON.stringify({ channel: 'c', id: '7-0', event: 'realtime.join', data: '{"channel":"c","sub":"u1"}' })}\n\n`],
+    { end: false, signal: init.signal }));
+    const rt = new Realtime('/hub', { channels: ['c'], transports: ['sse'] });
+    const got = [];
+    rt.on('join', (j) => got.push(j));
+    const log = collect(rt);
+    await log.until(() => got.length === 1, 'a join over SSE');
+    rt.close();
+    assert.deepEqual(plain(got), [{ channel: 'c', sub: 'u1', id: '7-0' }]);
+    assert.equal(rt.lastEventId, '7-0');
+    assert.deepEqual(log.messages, []);
+  }
+  {
+    const ws = fakeWebSockets();
+    const Realtime = load(async () => { throw new Error('no fetch expected'); }, { WebSocket: ws.WebSocket });
+    const rt = new Realtime('/hub', { channels: ['c'], transports: ['websocket'] });
+    const got = [];
+    rt.on('leave', (l) => got.push(l));
+    const log = collect(rt);
+    await log.until(() => ws.sockets.length === 1, 'a socket');
+    ws.sockets[0].frame({ type: 'subscribed' });
+    ws.sockets[0].frame({ channel: 'c', id: '8-0', event: 'realtime.leave', data: '{"channel":"c","sub":"u2"}' });
+    rt.close();
+    assert.deepEqual(plain(got), [{ channel: 'c', sub: 'u2', id: '8-0' }]);
+    assert.deepEqual(log.messages, []);
+  }
+});
+
+test('presence: GET <hub>/presence?channel=c with a fresh ticket for c; refusals carry status and reason', async () => {
+  const answer = { channel: 'chat:lobby', connections: 3, members: [{ sub: 'alice', connections: 2 }, { sub: 'bob', connections: 1 }] };
+  // with ticketURL: a ticket for the channel asked about, sent as a Bearer
+  {
+    const requests = [];
+    let n = 0;
+    const Realtime = load(async (url, init) => {
+      const u = new URL(url);
+      requests.push({ u, init });
+      if (u.pathname === '/hub/ticket') return json({ ticket: 'p' + ++n, expires_in: 30 });
+      if (u.pathname === '/hub/presence') {
+        if (u.searchParams.get('channel') === 'news') return new Response('no presence for channel "news": its channels rule has no presence', { status: 404 });
+        if (u.searchParams.get('channel') === 'secret') return new Response('ticket does not cover channel "secret"', { status: 403 });
+        return json(answer);
+      }
+      return pending(init);
+    });
+    const rt = new Realtime('/hub/', { channels: ['chat:lobby'], transports: ['longpoll'], ticketURL: '/hub/ticket' });
+    const p = await rt.presence('chat:other');
+    assert.deepEqual(plain(p), answer);
+    const tickets = requests.filter((r) => r.u.pathname === '/hub/ticket');
+    const ask = requests.filter((r) => r.u.pathname === '/hub/presence');
+    const forPresence = tickets.filter((r) => JSON.parse(r.init.body).channels[0] === 'chat:other');
+    assert.equal(forPresence.length, 1, 'one ticket, for the channel asked about');
+    assert.deepEqual(JSON.parse(forPresence[0].init.body), { channels: ['chat:other'] });
+    assert.equal(ask[0].init.method ?? 'GET', 'GET');
+    assert.equal(ask[0].u.searchParams.get('channel'), 'chat:other');
+    assert.equal(ask[0].u.searchParams.get('ticket'), null, 'the ticket goes in the header, not the URL');
+    const n0 = tickets.indexOf(forPresence[0]) + 1; // the tickets are p1, p2, ... in order
+    assert.equal(ask[0].init.headers.Authorization, 'Bearer p' + n0);
+    assert.equal(ask[0].init.credentials, 'same-origin');
+
+    const notFound = await rt.presence('news').then(() => assert.fail('404 resolved'), (e) => e);
+    assert.equal(notFound.name, 'RealtimeError');
+    assert.equal(notFound.status, 404);
+    assert.equal(notFound.reason, 'no presence for channel "news": its channels rule has no presence');
+    assert.match(notFound.message, /^Realtime: presence refused: 404 no presence/);
+    const forbidden = await rt.presence('secret').then(() => assert.fail('403 resolved'), (e) => e);
+    assert.equal(forbidden.status, 403);
+    assert.match(forbidden.reason, /does not cover/);
+    await assert.rejects(rt.presence('bad channel'), /invalid channel/);
+    rt.close();
+    await assert.rejects(rt.presence('chat:lobby'), /closed/);
+  }
+  // without ticketURL: no Authorization (the page's cookies, the app's
+  // authorize); the hub URL's own query parameters are kept; a ticket
+  // refused (401) and a broken answer reject too
+  {
+    const asked = [];
+    const Realtime = load(async (url, init) => {
+      const u = new URL(url);
+      if (u.pathname !== '/hub/presence') return pending(init);
+      asked.push({ u, init });
+      if (asked.length === 2) return new Response('<html>oops</html>', { status: 200, headers: { 'Content-Type': 'text/html' } });
+      if (asked.length === 3) return new Response('authorize endpoint unreachable', { status: 502 });
+      return json({ channel: 'c', connections: 1, members: [] });
+    });
+    const rt = new Realtime('/hub?name=alice&ticket=old', { channels: ['c'], transports: ['longpoll'] });
+    assert.deepEqual(plain(await rt.presence('c')), { channel: 'c', connections: 1, members: [] });
+    assert.equal(asked[0].init.headers.Authorization, undefined);
+    assert.equal(asked[0].u.pathname, '/hub/presence');
+    assert.equal(asked[0].u.searchParams.get('name'), 'alice');
+    assert.equal(asked[0].u.searchParams.get('ticket'), null);
+    await assert.rejects(rt.presence('c'), /presence answer/);
+    const bad = await rt.presence('c').then(() => assert.fail('502 resolved'), (e) => e);
+    assert.equal(bad.status, 502);
+    assert.equal(bad.reason, 'authorize endpoint unreachable');
+    rt.close();
+  }
+  {
+    const Realtime = load(async (url) => {
+      if (new URL(url).pathname === '/t') return new Response('not logged in', { status: 401 });
+      throw new Error('no presence request without a ticket');
+    });
+    const rt = new Realtime('/hub', { channels: ['c'], transports: ['longpoll'], ticketURL: '/t' });
+    const err = await rt.presence('c').then(() => assert.fail('resolved'), (e) => e);
+    rt.close();
+    assert.equal(err.status, 401);
+    assert.match(err.message, /ticket request failed: 401 not logged in/);
+  }
+});
+
+test('a refused HTTP publish carries status and reason', async () => {
+  const Realtime = load(async (url, init) => {
+    if (init.method === 'POST') return new Response('channels rule "news": publish off', { status: 403 });
+    return pending(init);
+  });
+  const rt = new Realtime('/hub', { channels: ['news'], transports: ['longpoll'] });
+  const err = await rt.publish('news', 'x').then(() => assert.fail('resolved'), (e) => e);
+  rt.close();
+  assert.equal(err.status, 403);
+  assert.equal(err.reason, 'channels rule "news": publish off');
+  assert.match(err.message, /^Realtime: publish refused: 403 channels rule/);
+});

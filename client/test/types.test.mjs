@@ -165,20 +165,25 @@ test('the events declared are those realtime.js emits, with their payloads', asy
         messages: [
           { channel: 'a', id: '1-0', event: 'message', data: 'x' },
           { channel: 'a', id: '2-0', event: 'realtime.reset', data: '{"channel":"a","reason":"gap"}' },
+          { channel: 'a', id: '3-0', event: 'realtime.join', data: '{"channel":"a","sub":"u1"}' },
+          { channel: 'a', id: '4-0', event: 'realtime.leave', data: '{"channel":"a","sub":"u1"}' },
         ],
-        last_event_id: '2-0',
+        last_event_id: '4-0',
       });
     }
     return json({ messages: [{ channel: 'a', event: 'realtime.closed', data: '{"reason":"disconnected"}' }] });
   });
   const rt = new R('/hub', { channels: ['a'], transports: ['longpoll'], minRetryDelay: 1, maxRetryDelay: 2 });
-  const got = { message: [], reset: [], state: [], error: [] };
+  const got = { message: [], reset: [], state: [], error: [], join: [], leave: [] };
   for (const e of events) rt.on(e, (v) => got[e].push(v));
   await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('no realtime.closed within 5s: ' + JSON.stringify(got))), 5000);
     rt.on('state', (s) => { if (s.state === 'closed') { clearTimeout(timer); resolve(); } });
   });
-  const iface = { message: 'Message', reset: 'Reset', state: 'StateChange', error: 'RealtimeError' };
+  const iface = {
+    message: 'Message', reset: 'Reset', state: 'StateChange', error: 'RealtimeError',
+    join: 'PresenceEvent', leave: 'PresenceEvent',
+  };
   for (const e of events) {
     assert.ok(got[e].length > 0, `the scenario emits ${e}`);
     const members = d.interfaces.get(iface[e]);
@@ -193,4 +198,29 @@ test('the events declared are those realtime.js emits, with their payloads', asy
     }
   }
   assert.deepEqual({ ...got.state.at(-1) }, { state: 'closed', transport: 'longpoll', reason: 'disconnected' });
+});
+
+test('the presence answer and its refusal have the declared shapes', async () => {
+  const d = declared();
+  const R = load(async (url) => {
+    const q = new URL(url).searchParams;
+    if (q.get('channel') === 'none') return new Response('no presence for channel "none"', { status: 404 });
+    return new Response(JSON.stringify({ channel: 'a', connections: 3, members: [{ sub: 'u1', connections: 2 }] }),
+      { status: 200, headers: { 'Content-Type': 'application/json' } });
+  });
+  const rt = new R('/hub', { channels: ['a'], transports: ['longpoll'] });
+  const p = await rt.presence('a');
+  const refused = await rt.presence('none').then(() => assert.fail('a 404 resolved'), (e) => e);
+  rt.close();
+  const check = (v, name) => {
+    const members = d.interfaces.get(name);
+    assert.ok(members, `realtime.d.ts declares Realtime.${name}`);
+    for (const k of Object.keys(v)) assert.ok(members.has(k), `${k} is not declared in Realtime.${name}`);
+    for (const [k, required] of members) if (required) assert.ok(k in v, `${name} lacks ${k}`);
+  };
+  check(p, 'Presence');
+  for (const m of p.members) check(m, 'PresenceMember');
+  assert.equal(refused.status, 404);
+  const errKeys = Object.keys(refused).concat('name');
+  for (const k of errKeys) assert.ok(d.interfaces.get('RealtimeError').has(k), `error key ${k} is not declared in Realtime.RealtimeError`);
 });

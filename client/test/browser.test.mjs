@@ -9,6 +9,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { once } from 'node:events';
+import { createHmac, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -689,4 +690,128 @@ describe('realtime.closed (admin disconnect)', { skip }, () => {
       await page.close();
     });
   }
+});
+
+// Presence: two pages with tickets of different subs on a channel whose
+// rule has `presence events`. The tickets are HS256 JWTs that a small app
+// of this test signs per name (/tickets/<name>, proxied by Caddy, so each
+// page's ticketURL names who it is).
+describe('presence', { skip }, () => {
+  const SECRET = 'presence-test-secret-that-is-long-enough-0123';
+  let app;
+  let pc;
+  const b64 = (o) => Buffer.from(typeof o === 'string' ? o : JSON.stringify(o)).toString('base64url');
+  const jwt = (claims) => {
+    const body = b64({ alg: 'HS256', typ: 'JWT' }) + '.' + b64(claims);
+    return body + '.' + createHmac('sha256', SECRET).update(body).digest('base64url');
+  };
+  before(async () => {
+    if (skip) return;
+    app = http.createServer((req, res) => {
+      const m = /^\/tickets\/([a-z0-9-]+)$/.exec(req.url);
+      if (req.method !== 'POST' || !m) {
+        res.writeHead(404).end('not found');
+        return;
+      }
+      req.resume();
+      const now = Math.floor(Date.now() / 1000);
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({
+        ticket: jwt({ sub: m[1], channels: ['room:*', 'plain'], exp: now + 60, iat: now, jti: randomUUID() }),
+        expires_in: 60,
+      }));
+    });
+    app.listen(0, '127.0.0.1');
+    await once(app, 'listening');
+    pc = new Caddy('presence', [{
+      port: await freePort(),
+      clientFile: clientServedBy !== 'hub',
+      extra: `reverse_proxy /tickets/* 127.0.0.1:${app.address().port}`,
+      hub: `ticket {\n\tsecret ${SECRET}\n}\nchannels room:* {\n\tpresence events\n\trewind 10\n}\n` +
+        'channels vip:* {\n\tpresence\n}',
+    }]);
+    await pc.start();
+  });
+  after(async () => {
+    if (pc) await pc.stop();
+    if (app) {
+      app.closeAllConnections();
+      app.close();
+    }
+  });
+
+  const members = (p) => p.members.map((m) => `${m.sub}:${m.connections}`).sort();
+
+  test('two pages see each other join, presence() lists both, a closed page leaves', { timeout: 90000 }, async () => {
+    const channel = 'room:one';
+    const alice = await newPage(pc.base());
+    await start(alice, { channels: [channel], transports: ['websocket'], ticketURL: '/tickets/alice' });
+    await waitOpen(alice, 'websocket');
+    await waitLog(alice, () => window.rtLog.joins.some((j) => j.sub === 'alice'), 'alice\'s own join');
+
+    // bob over SSE, with a rewind: he also gets alice's earlier join
+    const bob = await newPage(pc.base());
+    await start(bob, { channels: [channel], transports: ['sse'], ticketURL: '/tickets/bob', rewind: 10 });
+    await waitOpen(bob, 'sse');
+    await waitLog(alice, () => window.rtLog.joins.some((j) => j.sub === 'bob'), 'bob\'s join on alice\'s page');
+    await waitLog(bob, () => window.rtLog.joins.some((j) => j.sub === 'alice') &&
+      window.rtLog.joins.some((j) => j.sub === 'bob'), 'alice\'s (rewound) and bob\'s joins on bob\'s page');
+    const aliceLog = await alice.evaluate(() => window.rtLog);
+    const bobJoin = aliceLog.joins.find((j) => j.sub === 'bob');
+    assert.equal(bobJoin.channel, channel);
+    assert.ok(bobJoin.id, 'a join has an id');
+    assert.deepEqual(aliceLog.messages, [], 'joins are not messages');
+
+    // presence() from either page lists both, each with its one connection
+    for (const page of [alice, bob]) {
+      const p = await page.evaluate((c) => window.rt.presence(c), channel);
+      assert.equal(p.channel, channel);
+      assert.equal(p.connections, 2);
+      assert.deepEqual(members(p), ['alice:1', 'bob:1']);
+    }
+
+    // a message between them still arrives as a message
+    await publish(pc.base(), channel, 'hello room');
+    await waitLog(alice, () => window.rtLog.messages.some((m) => m.data === 'hello room'), 'the message');
+
+    // bob closes his page: after the hub's 5 s grace, alice gets his leave
+    const closedAt = Date.now();
+    await bob.close();
+    try {
+      await alice.waitForFunction(() => window.rtLog.leaves.some((l) => l.sub === 'bob'), undefined, { timeout: 15000 });
+    } catch (err) {
+      throw new Error(`no leave for bob within 15 s of closing his page: ${err.message}\n` +
+        JSON.stringify(await alice.evaluate(() => window.rtLog)));
+    }
+    const waited = Date.now() - closedAt;
+    assert.ok(waited >= 4000, `the leave came after ${waited} ms: before the hub's 5 s grace`);
+    const leave = (await alice.evaluate(() => window.rtLog.leaves)).find((l) => l.sub === 'bob');
+    assert.equal(leave.channel, channel);
+    assert.ok(leave.id);
+    const after = await alice.evaluate((c) => window.rt.presence(c), channel);
+    assert.deepEqual(members(after), ['alice:1']);
+    assert.equal(after.connections, 1);
+    assert.deepEqual(alice.errors, []);
+    await alice.close();
+  });
+
+  test('presence() refusals: a channel without presence (404), one the ticket does not cover (403)', { timeout: 60000 }, async () => {
+    const page = await newPage(pc.base());
+    await start(page, { channels: ['room:two'], transports: ['longpoll'], ticketURL: '/tickets/carol' });
+    await waitOpen(page, 'longpoll');
+    const refusal = (c) => page.evaluate((ch) => window.rt.presence(ch).then(
+      (p) => ({ resolved: p }),
+      (e) => ({ name: e.name, status: e.status, reason: e.reason, message: e.message })), c);
+    const none = await refusal('plain');
+    assert.equal(none.name, 'RealtimeError');
+    assert.equal(none.status, 404, JSON.stringify(none));
+    assert.match(none.reason, /presence/);
+    const other = await refusal('vip:lounge'); // presence, but not in the ticket's channels
+    assert.equal(other.status, 403, JSON.stringify(other));
+    assert.ok(other.reason, 'a reason');
+    const ok = await refusal('room:two');
+    assert.deepEqual(members(ok.resolved), ['carol:1']);
+    assert.deepEqual(page.errors, []);
+    await page.close();
+  });
 });

@@ -316,14 +316,61 @@ describe('example pages in Chromium', { skip }, () => {
     // a message: published, and the page's own subscription shows it
     await p.page.fill('#publish input[name=data]', 'hello from the page');
     await p.page.click('#publish button');
-    await waitPage(p, 'the message in the log',
-      () => [...document.querySelectorAll('#log li')].some((li) => li.textContent.endsWith('  hello from the page')));
+    // text first, then its id (faint, in a span of its own)
+    await waitPage(p, 'the message in the log', () => [...document.querySelectorAll('#log li')].some((li) =>
+      li.firstElementChild?.classList.contains('text') && li.firstElementChild.textContent === 'hello from the page' &&
+      li.lastElementChild?.classList.contains('id') && li.lastElementChild.textContent !== ''));
     await waitPage(p, 'the note gone and the input cleared', () => document.getElementById('note').hidden &&
       document.querySelector('#publish input[name=data]').value === '');
     assert.deepEqual(posts().map((r) => r.body), ['hello from the page'], 'one POST, of the typed message');
     // the shell command the page shows is for this page's address
     assert.match(await p.page.textContent('#curl'), new RegExp(`'${caddy.base}/hub\\?channel=news'`));
     await assertClean(p);
+  });
+
+  test('demo: two tabs see each other online, a join notice, then a leave', { timeout: 60000 }, async (t) => {
+    const defer = stack(t);
+    const caddy = await startExample('demo');
+    defer(() => stop(caddy.proc));
+    const a = await openPage(caddy.base);
+    defer(() => a.done());
+    await waitPage(a, 'state open', () => document.getElementById('state').textContent.startsWith('open'));
+    const nameA = await a.page.inputValue('#name');
+    assert.match(nameA, /^[a-z]+-\d\d$/, 'a tab gets a name of its own');
+    await waitPage(a, 'itself online, as you', (n) => [...document.querySelectorAll('#online li')]
+      .some((li) => li.dataset.sub === n && /you/.test(li.textContent)), nameA);
+
+    const b = await openPage(caddy.base);
+    defer(() => b.done());
+    await waitPage(b, 'state open', () => document.getElementById('state').textContent.startsWith('open'));
+    let nameB = await b.page.inputValue('#name');
+    if (nameB === nameA) {
+      // the same random name by chance: rename the second tab
+      nameB = nameA + 'b';
+      await b.page.fill('#name', nameB);
+      await b.page.click('#rename button');
+    }
+    const both = (p) => waitPage(p, 'both names online', (names) => {
+      const shown = [...document.querySelectorAll('#online li')].map((li) => li.dataset.sub).sort();
+      return JSON.stringify(shown) === JSON.stringify(names);
+    }, [nameA, nameB].sort());
+    await both(a);
+    await both(b);
+    // the first tab saw the second one join, as a notice with its id
+    await waitPage(a, 'a join notice for the second tab', (n) => [...document.querySelectorAll('#log li.join')]
+      .some((li) => li.querySelector('.text').textContent === n + ' joined' && li.querySelector('.id')?.textContent), nameB);
+    assert.match(await a.page.textContent('#count'), /\(2\)/);
+
+    // the second tab closes: after the hub's 5 s grace, the first sees it leave
+    await b.done();
+    try {
+      await a.page.waitForFunction((n) => [...document.querySelectorAll('#log li.leave')]
+        .some((li) => li.querySelector('.text').textContent === n + ' left') &&
+        ![...document.querySelectorAll('#online li')].some((li) => li.dataset.sub === n), nameB, { timeout: 15000 });
+    } catch (err) {
+      throw new Error(`no leave within 15 s: ${err.message}\n${await a.page.evaluate(() => document.body.innerText)}`);
+    }
+    await assertClean(a);
   });
 
   test('dashboard: shows what publish.sh PUBLISHes to Redis', { timeout: 60000, skip: noRedis }, async (t) => {

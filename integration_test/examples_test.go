@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -410,6 +411,14 @@ func isType(typ string) func(map[string]any) bool {
 	return func(f map[string]any) bool { return f["type"] == typ }
 }
 
+// isChatMessage is a frame of a chat message: no control frame, no
+// realtime.join or realtime.leave.
+func isChatMessage(f map[string]any) bool {
+	_, ctl := f["type"]
+	ev, _ := f["event"].(string)
+	return !ctl && !strings.HasPrefix(ev, "realtime.")
+}
+
 // chat: a cookie login, a ticket from /hub/ticket approved by the app,
 // WebSocket publish frames that reach the other user, and the refusals
 // the README lists.
@@ -435,6 +444,36 @@ func TestExampleChat(t *testing.T) {
 	wa := dialExampleWS(t, e, "/hub?channel=chat:lobby&ticket="+ta, e.base)
 	wb := dialExampleWS(t, e, "/hub?channel=chat:lobby&ticket="+ticket(t, e, bob, "chat:lobby"), e.base)
 
+	// the room tracks who is in it (channels chat:* { presence events }):
+	// alice sees bob join, and the presence endpoint lists both
+	join := wa.until("bob's join", func(f map[string]any) bool {
+		return f["event"] == "realtime.join" && f["data"] == `{"channel":"chat:lobby","sub":"bob"}`
+	})
+	if id, _ := join["id"].(string); id == "" {
+		t.Fatalf("join %v without id", join)
+	}
+	pr := do(t, http.MethodGet, e.url("/hub/presence?channel=chat:lobby"), http.Header{"Authorization": {"Bearer " + ticket(t, e, bob, "chat:lobby")}}, "")
+	expect(t, "GET /hub/presence with a ticket", pr, http.StatusOK, "")
+	var snap struct {
+		Connections int `json:"connections"`
+		Members     []struct {
+			Sub         string `json:"sub"`
+			Connections int    `json:"connections"`
+		} `json:"members"`
+	}
+	if err := json.Unmarshal([]byte(pr.body), &snap); err != nil {
+		t.Fatalf("presence answer %q: %v", pr.body, err)
+	}
+	subs := []string{}
+	for _, m := range snap.Members {
+		subs = append(subs, fmt.Sprintf("%s:%d", m.Sub, m.Connections))
+	}
+	sort.Strings(subs)
+	if snap.Connections != 2 || strings.Join(subs, ",") != "alice:1,bob:1" {
+		t.Fatalf("presence %s: want alice and bob, one connection each", pr.body)
+	}
+	expect(t, "GET /hub/presence without login", do(t, http.MethodGet, e.url("/hub/presence?channel=chat:lobby"), nil, ""), http.StatusUnauthorized, "")
+
 	// alice says hi over her WebSocket, as rt.publish does
 	const hi = `{"from":"alice","text":"hi bob"}`
 	if err := wa.conn.WriteJSON(map[string]string{"type": "publish", "channel": "chat:lobby", "data": hi}); err != nil {
@@ -444,7 +483,7 @@ func TestExampleChat(t *testing.T) {
 	if id, _ := ack["id"].(string); id == "" {
 		t.Fatalf("ack %v without id", ack)
 	}
-	got := wb.until("message", func(f map[string]any) bool { _, ctl := f["type"]; return !ctl })
+	got := wb.until("message", isChatMessage)
 	if got["channel"] != "chat:lobby" || got["data"] != hi || got["id"] != ack["id"] {
 		t.Fatalf("bob got %v, want alice's message with id %v", got, ack["id"])
 	}
@@ -464,7 +503,7 @@ func TestExampleChat(t *testing.T) {
 	// a fresh ticket publishes over HTTP, as rt.publish does off WebSocket
 	r := do(t, http.MethodPost, e.url("/hub?channel=chat:lobby"), http.Header{"Authorization": {"Bearer " + ticket(t, e, alice, "chat:lobby")}}, `{"from":"alice","text":"over http"}`)
 	expect(t, "HTTP publish with a ticket", r, http.StatusOK, `"id"`)
-	got = wb.until("message", func(f map[string]any) bool { _, ctl := f["type"]; return !ctl })
+	got = wb.until("message", isChatMessage)
 	if got["data"] != `{"from":"alice","text":"over http"}` {
 		t.Fatalf("bob got %v, want the HTTP publish", got)
 	}

@@ -414,6 +414,46 @@ describe('example pages in Chromium', { skip }, () => {
     await assertClean(p);
   });
 
+  test('chat: two users see who is in the room, and a join notice', { timeout: 60000, skip: noGo }, async (t) => {
+    const defer = stack(t);
+    const app = await startApp('chat');
+    defer(() => stop(app.proc));
+    const caddy = await startExample('chat', {
+      EXAMPLE_APP_PORT: String(app.port),
+      CHAT_TICKET_SECRET: randomBytes(32).toString('hex'),
+    });
+    defer(() => stop(caddy.proc));
+    const people = (p, names) => waitPage(p, `${names.join(' and ')} in the room`, (want) => {
+      const shown = [...document.querySelectorAll('#people li')].map((li) => li.dataset.sub).sort();
+      return JSON.stringify(shown) === JSON.stringify(want);
+    }, [...names].sort());
+
+    const alice = await openPage(caddy.base);
+    defer(() => alice.done());
+    await logIn(alice, 'alice');
+    await waitPage(alice, 'state open', () => document.getElementById('state').textContent === 'open');
+    await people(alice, ['alice']);
+
+    const bob = await openPage(caddy.base); // a context of its own: bob's cookie
+    defer(() => bob.done());
+    await logIn(bob, 'bob');
+    await waitPage(bob, 'state open', () => document.getElementById('state').textContent === 'open');
+    await people(bob, ['alice', 'bob']);
+    await people(alice, ['alice', 'bob']);
+    await waitPage(alice, 'bob\'s join notice', () => [...document.querySelectorAll('#log li.join')]
+      .some((li) => li.textContent === 'bob joined'));
+    assert.equal(await alice.page.textContent('#count'), '(2)');
+    assert.match(await alice.page.textContent('#people li[data-sub="alice"]'), /you/);
+
+    // a message still shows as a message, with its sender
+    await bob.page.fill('#send input[name=text]', 'hi alice');
+    await bob.page.click('#send button');
+    await waitPage(alice, 'bob\'s message', () => [...document.querySelectorAll('#log li')]
+      .some((li) => li.querySelector('b')?.textContent === 'bob' && li.textContent.endsWith('hi alice')));
+    await assertClean(alice);
+    await assertClean(bob);
+  });
+
   test('notifications: log in, go live, receive a notification', { timeout: 60000, skip: noGo || noRedis }, async (t) => {
     const defer = stack(t);
     const app = await startApp('notifications');

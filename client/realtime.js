@@ -140,6 +140,11 @@ var Realtime = (function () {
         this._opts[k] = typeof options[k] === 'number' && options[k] >= 0 ? options[k] : DEFAULTS[k];
       }
       this._cursor = options.lastEventId ? String(options.lastEventId) : '';
+      // the id of the last message delivered (or the page's lastEventId):
+      // a message with it again is a replay overlap. Not the cursor itself,
+      // which may be a starting position from the hub (subscribed frame,
+      // long-poll answer) that the next message legitimately carries.
+      this._seen = this._cursor;
       // rewind: on a connect without a cursor, ask for up to the last n
       // messages of each channel first (null: not asked, the hub's rule decides)
       this._rewind = null;
@@ -288,7 +293,8 @@ var Realtime = (function () {
     _deliver(conn, m) {
       if (!m || conn !== this._conn || this._closed) return;
       if (m.id) {
-        if (m.id === this._cursor) return; // already seen: a replay overlap
+        if (m.id === this._seen) return; // already seen: a replay overlap
+        this._seen = m.id;
         this._cursor = m.id;
       }
       if (m.event === CLOSED_EVENT) {
@@ -386,6 +392,7 @@ var Realtime = (function () {
       if (status === 400 && conn.sentCursor) {
         // the hub cannot read our cursor: say so and start afresh
         this._cursor = '';
+        this._seen = '';
         for (var i = 0; i < this._channels.length; i++) {
           this._emit('reset', { channel: this._channels[i], reason: 'unknown-id' });
         }

@@ -743,6 +743,15 @@ describe('presence', { skip }, () => {
   const members = (p) => p.members.map((m) => `${m.sub}:${m.connections}`).sort();
 
   test('two pages see each other join, presence() lists both, a closed page leaves', { timeout: 90000 }, async () => {
+    try {
+      await twoPages();
+    } catch (err) {
+      err.message += `\nCaddy's output (end):\n${pc.out.slice(-4000)}`;
+      throw err;
+    }
+  });
+
+  async function twoPages() {
     const channel = 'room:one';
     const alice = await newPage(pc.base());
     await start(alice, { channels: [channel], transports: ['websocket'], ticketURL: '/tickets/alice' });
@@ -793,7 +802,7 @@ describe('presence', { skip }, () => {
     assert.equal(after.connections, 1);
     assert.deepEqual(alice.errors, []);
     await alice.close();
-  });
+  }
 
   test('presence() refusals: a channel without presence (404), one the ticket does not cover (403)', { timeout: 60000 }, async () => {
     const page = await newPage(pc.base());

@@ -630,3 +630,36 @@ test('a refused HTTP publish carries status and reason', async () => {
   assert.equal(err.reason, 'channels rule "news": publish off');
   assert.match(err.message, /^Realtime: publish refused: 403 channels rule/);
 });
+
+test('a message whose id is the hub\'s starting position is delivered (only ids delivered count as seen)', async () => {
+  // the hub may fix a subscription's starting position after a message
+  // that it then delivers live (e.g. the subscriber's own realtime.join,
+  // published as it subscribes): that message is new to the page
+  const ws = fakeWebSockets();
+  const Realtime = load(async () => { throw new Error('no fetch expected'); }, { WebSocket: ws.WebSocket });
+  const rt = new Realtime('/hub', { channels: ['c'], transports: ['websocket'] });
+  const joins = [];
+  rt.on('join', (j) => joins.push(j));
+  const log = collect(rt);
+  await log.until(() => ws.sockets.length === 1, 'a socket');
+  ws.sockets[0].frame({ type: 'subscribed', channels: ['c'], last_event_id: 'p.1' });
+  ws.sockets[0].frame({ channel: 'c', id: 'p.1', event: 'realtime.join', data: '{"channel":"c","sub":"me"}' });
+  ws.sockets[0].frame({ channel: 'c', id: 'p.2', event: 'message', data: 'a' });
+  ws.sockets[0].frame({ channel: 'c', id: 'p.2', event: 'message', data: 'a again' }); // an overlap: dropped
+  rt.close();
+  assert.deepEqual(plain(joins), [{ channel: 'c', sub: 'me', id: 'p.1' }]);
+  assert.deepEqual(log.messages.map((m) => m.data), ['a']);
+  // the page's own lastEventId counts as seen
+  {
+    let polls = 0;
+    const Realtime = load(async (url, init) => (polls++ === 0
+      ? json({ messages: [{ channel: 'c', id: '5-0', event: 'message', data: 'old' },
+        { channel: 'c', id: '6-0', event: 'message', data: 'new' }], last_event_id: '6-0' })
+      : pending(init)));
+    const rt = new Realtime('/hub', { channels: ['c'], transports: ['longpoll'], lastEventId: '5-0' });
+    const log = collect(rt);
+    await log.until((l) => l.messages.length === 1, 'a message');
+    rt.close();
+    assert.deepEqual(log.messages.map((m) => m.data), ['new']);
+  }
+});

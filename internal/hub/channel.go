@@ -129,7 +129,10 @@ func (h *Hub) Start(name string) (string, *broker.Message) {
 	return c.start, c.first.Load()
 }
 
-func (h *Hub) acquire(ctx context.Context, name string, s *subscriber) error {
+// acquire adds s to the channel name, subscribing it at the broker if
+// s is its first user, and returns the channel's position when s joined:
+// every message after it reaches s live, none before it does.
+func (h *Hub) acquire(ctx context.Context, name string, s *subscriber) (string, error) {
 	sh := h.shard(name)
 	sh.mu.Lock()
 	c := sh.channels[name]
@@ -147,8 +150,16 @@ func (h *Hub) acquire(ctx context.Context, name string, s *subscriber) error {
 		c.linger = nil
 		h.unmarkIdle(c)
 	}
-	c.addSub(s)
+	at := c.addSub(s)
 	sh.mu.Unlock()
+	start := func() string {
+		if at != nil {
+			return *at
+		}
+		// no message yet when s joined: what the broker's subscription
+		// started from (messages delivered since are all queued for s)
+		return c.start
+	}
 
 	if creator {
 		last, err := h.broker.Subscribe(ctx, name)
@@ -160,23 +171,23 @@ func (h *Hub) acquire(ctx context.Context, name string, s *subscriber) error {
 		close(c.ready)
 		if err != nil {
 			h.release(name, s)
-			return err
+			return "", err
 		}
 		h.countJoin(c, s)
-		return nil
+		return start(), nil
 	}
 	select {
 	case <-c.ready:
 	case <-ctx.Done():
 		h.release(name, s)
-		return ctx.Err()
+		return "", ctx.Err()
 	}
 	if c.err != nil {
 		h.release(name, s)
-		return c.err
+		return "", c.err
 	}
 	h.countJoin(c, s)
-	return nil
+	return start(), nil
 }
 
 // countJoin counts s in the presence of c, if c's rule tracks it. The
@@ -288,7 +299,11 @@ func (h *Hub) expire(name string, c *channel) {
 // and dropped when the list is compacted. Both cost O(1) amortised, so
 // that ten thousand subscribers of one channel connecting or leaving at
 // once cost ten thousand steps, not fifty million.
-func (c *channel) addSub(s *subscriber) {
+//
+// It returns the channel's newest id as s joined (nil: none yet): deliver
+// stores a message's id and reads the list under the same lock, so every
+// message after that id is queued for s, and none up to it.
+func (c *channel) addSub(s *subscriber) *string {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
 	var cur []member
@@ -301,6 +316,7 @@ func (c *channel) addSub(s *subscriber) {
 	}
 	c.index[s] = len(next) - 1
 	c.subs.Store(&next)
+	return c.lastID.Load()
 }
 
 // removeSub marks s gone from the channel's subscribers, and compacts

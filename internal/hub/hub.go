@@ -249,8 +249,11 @@ func (h *Hub) Subscribe(ctx context.Context, channels []string, client Client, f
 func (h *Hub) subscribe(ctx context.Context, channels []string, client Client) (*subscriber, error) {
 	s := newSubscriber(h, channels, client, h.opts.QueueSize)
 	s.lane = h.nextLane.Add(1) % uint32(len(h.lanes)) // spread evenly
+	s.starts = make([]string, len(channels))
 	for i, name := range channels {
-		if err := h.acquire(ctx, name, s); err != nil {
+		start, err := h.acquire(ctx, name, s)
+		s.starts[i] = start
+		if err != nil {
 			for _, prev := range channels[:i] {
 				h.release(prev, s)
 			}
@@ -296,12 +299,18 @@ func (h *Hub) deliver(e *Envelope) {
 	if c == nil {
 		return
 	}
+	// the id and the list together, under the lock addSub takes: a
+	// subscriber that joins gets exactly the messages after the id it
+	// saw (uncontended but for joins and leaves: one lock per message,
+	// not per subscriber)
+	c.subMu.Lock()
 	if e.Msg.ID != "" {
 		id := e.Msg.ID
 		c.lastID.Store(&id)
 		c.first.CompareAndSwap(nil, e.Msg)
 	}
 	subs := c.subs.Load()
+	c.subMu.Unlock()
 	if subs == nil || len(*subs) == 0 {
 		return
 	}

@@ -107,11 +107,11 @@ func (h *Hub) resume(ctx context.Context, s *subscriber, from From) *Session {
 			replayed = h.reset(replayed, &positions[i], "unknown-id")
 		}
 	case from.bare != "":
-		replayed = h.resumeBare(ctx, positions, from.bare)
+		replayed = h.resumeBare(ctx, s, positions, from.bare)
 	case from.rewind != nil:
-		replayed = h.rewind(ctx, positions, from.rewind)
+		replayed = h.rewind(ctx, s, positions, from.rewind)
 	default:
-		replayed = h.resumeEach(ctx, positions)
+		replayed = h.resumeEach(ctx, s, positions)
 	}
 	if len(positions) > 1 && len(replayed) > 1 {
 		// several channels: send in the order the node received them
@@ -130,14 +130,14 @@ func (h *Hub) reset(replayed []*Envelope, p *replay.Position, reason string) []*
 }
 
 // resumeEach replays each channel from its own position.
-func (h *Hub) resumeEach(ctx context.Context, positions []replay.Position) []*Envelope {
+func (h *Hub) resumeEach(ctx context.Context, s *subscriber, positions []replay.Position) []*Envelope {
 	var replayed []*Envelope
 	for i := range positions {
 		p := &positions[i]
 		if p.ID == "" {
-			// no position: start from the newest message this node knows,
+			// no position: start where the subscriber joined the channel,
 			// so that the first id the client sees is a resume point
-			p.ID = h.LastID(p.Channel)
+			p.ID = s.startOf(p.Channel)
 			continue
 		}
 		msgs, reason := h.missed(ctx, p.Channel, p.ID)
@@ -156,13 +156,13 @@ func (h *Hub) resumeEach(ctx context.Context, positions []replay.Position) []*En
 // messages. The subscription is live already: a message that arrives
 // while they are read is either among them (and the session drops its
 // live copy) or after them.
-func (h *Hub) rewind(ctx context.Context, positions []replay.Position, n []int) []*Envelope {
+func (h *Hub) rewind(ctx context.Context, s *subscriber, positions []replay.Position, n []int) []*Envelope {
 	var replayed []*Envelope
 	for i := range positions {
 		p := &positions[i]
 		msgs := h.recent(ctx, p.Channel, n[i])
 		if len(msgs) == 0 {
-			p.ID = h.LastID(p.Channel)
+			p.ID = s.startOf(p.Channel)
 			continue
 		}
 		for _, m := range msgs {
@@ -209,7 +209,7 @@ func withoutResets(msgs []*broker.Message) []*broker.Message {
 // resumeBare places an id that belongs to one of the channels: it is
 // replayed where it can be placed and the others start live; all are
 // reset if none knows it.
-func (h *Hub) resumeBare(ctx context.Context, positions []replay.Position, id string) []*Envelope {
+func (h *Hub) resumeBare(ctx context.Context, s *subscriber, positions []replay.Position, id string) []*Envelope {
 	var replayed []*Envelope
 	placed := false
 	var pending []*replay.Position
@@ -228,7 +228,7 @@ func (h *Hub) resumeBare(ctx context.Context, positions []replay.Position, id st
 	}
 	for _, p := range pending {
 		if placed {
-			p.ID = h.LastID(p.Channel)
+			p.ID = s.startOf(p.Channel)
 		} else {
 			replayed = h.reset(replayed, p, "unknown-id")
 		}

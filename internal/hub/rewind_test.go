@@ -105,3 +105,33 @@ func TestRewind(t *testing.T) {
 		}
 	})
 }
+
+// A client without a position starts where it joined the channel: a
+// message that reaches the node while its subscription is set up comes
+// live, after a starting position before it (not one that says it was
+// seen already, which a client resuming from it would miss).
+func TestStartPositionBeforeLiveMessages(t *testing.T) {
+	h := newTestHub(t, Options{Linger: time.Minute})
+	ctx := context.Background()
+	if _, err := h.Publish(ctx, "a", "", []byte("before"), broker.SourceHTTP); err != nil {
+		t.Fatal(err)
+	}
+	s, err := h.subscribe(ctx, []string{"a"}, Client{Transport: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	during, err := h.Publish(ctx, "a", "", []byte("during"), broker.SourceHTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, _ := ParseFrom("", []string{"a"})
+	ss := h.resume(ctx, s, from)
+	defer ss.Close()
+	if ss.Cursor() == during {
+		t.Fatalf("starting position %q is the message still to come", ss.Cursor())
+	}
+	var buf []*Envelope
+	if e := next(t, ss, &buf); e.Msg.ID != during {
+		t.Fatalf("first message %q, want %q", e.Msg.ID, during)
+	}
+}

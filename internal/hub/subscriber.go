@@ -35,7 +35,10 @@ type subscriber struct {
 	channels  []string
 	transport string // labels its deliveries in metrics
 	sub       string // the ticket's subject, or ""
-	hub       *Hub
+	// starts holds each channel's position when the subscriber joined
+	// it: a client without a position starts there
+	starts []string
+	hub    *Hub
 	// counted holds the channels whose presence counts this subscriber
 	// (see Hub.countJoin); nil without presence
 	counted map[string]bool
@@ -55,6 +58,19 @@ type subscriber struct {
 	notify  chan struct{} // capacity 1: "the queue or a signal is pending"
 	done    chan struct{} // closed when the subscriber is dropped
 	signals atomic.Uint32
+}
+
+// startOf is the position of channel when the subscriber joined it: a
+// client without a position starts there, and gets every message after
+// it live (a message that reached the node while the subscription was
+// being set up is neither lost nor announced as already seen).
+func (s *subscriber) startOf(channel string) string {
+	for i, c := range s.channels {
+		if c == channel && i < len(s.starts) {
+			return s.starts[i]
+		}
+	}
+	return s.hub.LastID(channel)
 }
 
 // Sink is a connection the hub writes messages to itself while its

@@ -693,13 +693,15 @@ describe('realtime.closed (admin disconnect)', { skip }, () => {
 });
 
 // Presence: two pages with tickets of different subs on a channel whose
-// rule has `presence events`. The tickets are HS256 JWTs that a small app
+// rule has `presence events`, two nodes on one Redis. The tickets are HS256 JWTs that a small app
 // of this test signs per name (/tickets/<name>, proxied by Caddy, so each
 // page's ticketURL names who it is).
 describe('presence', { skip }, () => {
   const SECRET = 'presence-test-secret-that-is-long-enough-0123';
   let app;
   let pc;
+  let pc2;
+  let redis;
   const b64 = (o) => Buffer.from(typeof o === 'string' ? o : JSON.stringify(o)).toString('base64url');
   const jwt = (claims) => {
     const body = b64({ alg: 'HS256', typ: 'JWT' }) + '.' + b64(claims);
@@ -723,17 +725,25 @@ describe('presence', { skip }, () => {
     });
     app.listen(0, '127.0.0.1');
     await once(app, 'listening');
-    pc = new Caddy('presence', [{
+    // two Caddy nodes on one Redis: the pages are on different nodes
+    redis = new Redis();
+    await redis.start();
+    const node = async (name) => new Caddy(name, [{
       port: await freePort(),
       clientFile: clientServedBy !== 'hub',
       extra: `reverse_proxy /tickets/* 127.0.0.1:${app.address().port}`,
-      hub: `ticket {\n\tsecret ${SECRET}\n}\nchannels room:* {\n\tpresence events\n\trewind 10\n}\n` +
+      hub: `redis ${redis.url}\nticket {\n\tsecret ${SECRET}\n}\nchannels room:* {\n\tpresence events\n\trewind 10\n}\n` +
         'channels vip:* {\n\tpresence\n}',
     }]);
+    pc = await node('presence');
+    pc2 = await node('presence-2');
     await pc.start();
+    await pc2.start();
   });
   after(async () => {
     if (pc) await pc.stop();
+    if (pc2) await pc2.stop();
+    if (redis) await redis.stop();
     if (app) {
       app.closeAllConnections();
       app.close();
@@ -746,7 +756,7 @@ describe('presence', { skip }, () => {
     try {
       await twoPages();
     } catch (err) {
-      err.message += `\nCaddy's output (end):\n${pc.out.slice(-4000)}`;
+      err.message += `\nCaddy's output (end):\n${pc.out.slice(-3000)}\nthe other node's:\n${pc2.out.slice(-3000)}`;
       throw err;
     }
   });
@@ -758,8 +768,9 @@ describe('presence', { skip }, () => {
     await waitOpen(alice, 'websocket');
     await waitLog(alice, () => window.rtLog.joins.some((j) => j.sub === 'alice'), 'alice\'s own join');
 
-    // bob over SSE, with a rewind: he also gets alice's earlier join
-    const bob = await newPage(pc.base());
+    // bob over SSE on the other node, with a rewind: he also gets
+    // alice's earlier join
+    const bob = await newPage(pc2.base());
     await start(bob, { channels: [channel], transports: ['sse'], ticketURL: '/tickets/bob', rewind: 10 });
     await waitOpen(bob, 'sse');
     await waitLog(alice, () => window.rtLog.joins.some((j) => j.sub === 'bob'), 'bob\'s join on alice\'s page');
@@ -771,7 +782,8 @@ describe('presence', { skip }, () => {
     assert.ok(bobJoin.id, 'a join has an id');
     assert.deepEqual(aliceLog.messages, [], 'joins are not messages');
 
-    // presence() from either page lists both, each with its one connection
+    // presence() from either page (either node) lists both, each with
+    // its one connection
     for (const page of [alice, bob]) {
       const p = await page.evaluate((c) => window.rt.presence(c), channel);
       assert.equal(p.channel, channel);

@@ -88,23 +88,14 @@ func (e *hubEnv) subscribeVia(t *testing.T, transport string, channels []string,
 	if cursor != "" {
 		extra = []string{"last_event_id", cursor}
 	}
-	switch transport {
-	case "sse":
-		if len(channels) > 1 {
-			extra = append(extra, "format", "json")
-		}
-		return e.resumeSSE(t, hubQuery(channels, extra...), nil, channels)
-	case "ws":
-		return &wsClient{w: e.openWS(t, hubQuery(channels, extra...))}
-	case "longpoll":
+	if transport == "longpoll" {
 		p := &pollClient{e: e, channels: channels, cursor: cursor}
 		if cursor == "" {
 			p.cursor = e.firstPoll(t, channels)
 		}
 		return p
 	}
-	t.Fatalf("unknown transport %q", transport)
-	return nil
+	return e.subscribeWith(t, transport, channels, extra...)
 }
 
 // resumeSSE opens an SSE subscription with header and waits for its

@@ -39,6 +39,9 @@ func (e *hubEnv) subscribeWith(t *testing.T, transport string, channels []string
 	t.Helper()
 	switch transport {
 	case "sse":
+		if len(channels) > 1 {
+			extra = append(extra, "format", "json") // each message names its channel
+		}
 		return e.resumeSSE(t, hubQuery(channels, extra...), nil, channels)
 	case "ws":
 		return &wsClient{w: e.openWS(t, hubQuery(channels, extra...))}

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -399,6 +400,73 @@ func TestPresenceEndpoint(t *testing.T) {
 	if f := w.nextMessage(t); string(f.payload(t)) != "hello" {
 		t.Fatalf("quiet:1 got %+v, want only the published message", f)
 	}
+}
+
+// A client flooding the presence endpoint costs Redis a bounded number of
+// reads: the requests that come while a read of the channel runs share
+// the next one.
+func TestPresenceEndpointFlood(t *testing.T) {
+	t.Parallel()
+	rd := testredis.Start(t)
+	e := startPresenceNode(t, rd, newHookReceiver(t, 0))
+	const ch = "quiet:flood"
+	w := e.openWS(t, hubQuery([]string{ch}, "ticket", ticketFor(t, "u7")))
+	defer w.conn.Close()
+	waitPresence(t, e, ch, "1 [u7:1]", hubWait)
+	before := redisCalls(t, rd, "hgetall")
+	const clients, each = 32, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := harness.HTTP1Client()
+			defer client.CloseIdleConnections()
+			for range each {
+				req, _ := http.NewRequest(http.MethodGet, e.c.URL("/hub/presence?channel="+ch), nil)
+				req.Header.Set("Authorization", "Bearer "+hubPublishKey)
+				resp, err := client.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"sub":"u7"`) {
+					errs <- fmt.Errorf("%d %s", resp.StatusCode, b)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	reads := redisCalls(t, rd, "hgetall") - before
+	t.Logf("%d presence requests, %d reads of Redis", clients*each, reads)
+	if reads < 1 || reads > clients*each/2 {
+		t.Fatalf("%d presence requests made %d reads of Redis, want at most %d (one per request without sharing)", clients*each, reads, clients*each/2)
+	}
+}
+
+// redisCalls is how many times rd ran cmd (INFO commandstats), inside
+// scripts too.
+func redisCalls(t *testing.T, rd *testredis.Server, cmd string) int {
+	t.Helper()
+	info, err := rd.Do("INFO", "commandstats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(fmt.Sprint(info), "\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":calls="); ok {
+			n, _ := strconv.Atoi(strings.SplitN(rest, ",", 2)[0])
+			return n
+		}
+	}
+	return 0
 }
 
 // With the embedded broker, one node: the same presence, events and

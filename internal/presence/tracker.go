@@ -48,6 +48,8 @@ type Tracker struct {
 	done    chan struct{}
 	wg      sync.WaitGroup
 	failing bool // the store failed last time (logged once until it works)
+
+	snaps *snapshots
 }
 
 // NewTracker starts a tracker writing to store. Close stops it.
@@ -74,6 +76,7 @@ func NewTracker(store Store, opts Options) *Tracker {
 		store: store, opts: opts,
 		local: make(map[key]int), pending: make(map[key]struct{}), grace: make(map[key]*time.Timer),
 		wake: make(chan struct{}, 1), done: make(chan struct{}),
+		snaps: newSnapshots(),
 	}
 	t.wg.Add(1)
 	go t.run()
@@ -232,13 +235,18 @@ func (t *Tracker) sweep() {
 }
 
 // Snapshot returns the channel's presence from the store, announcing
-// what it found expired.
+// what it found expired. Concurrent requests for one channel share
+// reads of the store, each answered by a read that started after it
+// came, and the node runs a bounded number of reads at once (see
+// snapshots). The Snapshot is shared and must not be modified.
 func (t *Tracker) Snapshot(ctx context.Context, channel string) (Snapshot, error) {
-	snap, trans, err := t.store.Get(ctx, channel)
-	if len(trans) > 0 {
-		t.opts.OnTransitions(trans)
-	}
-	return snap, err
+	return t.snaps.get(ctx, channel, t.opts.Timeout, func(ctx context.Context) (Snapshot, error) {
+		snap, trans, err := t.store.Get(ctx, channel)
+		if len(trans) > 0 {
+			t.opts.OnTransitions(trans)
+		}
+		return snap, err
+	})
 }
 
 // report hands transitions on and logs a store failure once until the

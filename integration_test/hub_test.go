@@ -192,7 +192,13 @@ type hubWS struct {
 // openWS subscribes over WebSocket and waits for the subscribed frame.
 func (e *hubEnv) openWS(t *testing.T, query string) *hubWS {
 	t.Helper()
-	u := harness.WSURL(e.c.URL("/hub?" + query))
+	return openHubWS(t, harness.WSURL(e.c.URL("/hub?"+query)))
+}
+
+// openHubWS opens a hub WebSocket at u (ws:// or wss://) and reads its
+// subscribed frame.
+func openHubWS(t *testing.T, u string) *hubWS {
+	t.Helper()
 	conn, resp, err := harness.WSDialer().Dial(u, nil)
 	if err != nil {
 		status := 0
@@ -1372,6 +1378,50 @@ func TestHubHTTP2ManyStreams(t *testing.T) {
 	}
 	if d := dials.Load(); d != 1 {
 		t.Errorf("%d connections for %d streams, want 1", d, n)
+	}
+}
+
+// Over TLS, WebSocket and SSE over HTTP/1.1 leave their requests like
+// their cleartext forms, but only their own goroutines write them (the
+// fan-out cannot write a TLS connection without risking a wait): small
+// and large messages, one at a time and in bursts, arrive in order, byte
+// for byte.
+func TestHubDetachedOverTLS(t *testing.T) {
+	t.Parallel()
+	e := startHub(t, hubOpts{})
+	const ch = "tls"
+	client := harness.HTTP1Client()
+	t.Cleanup(client.CloseIdleConnections)
+	sse := openHubSSE(t, client, e.c.HTTPSURL("/hub?"+hubQuery([]string{ch})))
+	if resp := sse.Response(t); resp.ProtoMajor != 1 || resp.TLS == nil {
+		t.Fatalf("SSE over %s (TLS %v), want HTTP/1.1 with TLS", resp.Proto, resp.TLS != nil)
+	}
+	ws := openHubWS(t, harness.WSURL(e.c.HTTPSURL("/hub?"+hubQuery([]string{ch}))))
+	// small and large payloads (a large one spans TLS records), one at a
+	// time and in bursts
+	var payloads [][]byte
+	for i := range 60 {
+		size := 100
+		if i%7 == 3 {
+			size = 20 << 10
+		}
+		p := []byte(fmt.Sprintf("%03d:", i))
+		for len(p) < size {
+			p = append(p, byte('a'+i%26))
+		}
+		payloads = append(payloads, p)
+	}
+	for i, p := range payloads {
+		e.redisPublish(t, ch, p)
+		if i < 20 {
+			// one at a time: each goes out before the next is published
+			checkSSEPayload(t, sse.NextEvent(t, hubWait), ch, "", p)
+			checkJSONMessage(t, "websocket", ws.nextMessage(t), ch, "", p)
+		}
+	}
+	for _, p := range payloads[20:] {
+		checkSSEPayload(t, sse.NextEvent(t, hubWait), ch, "", p)
+		checkJSONMessage(t, "websocket", ws.nextMessage(t), ch, "", p)
 	}
 }
 

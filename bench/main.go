@@ -21,6 +21,8 @@
 //	BENCH_RESULTS=dir   where result files go (default bench/results)
 //	BENCH_NO_INSTALL=1  never apt-get install nginx/libnginx-mod-nchan
 //	BENCH_LOADS=...     replace the loads, e.g. "sse:1000:20,ws:500:5,longpoll:100:2,sseh2:1000:5"
+//	BENCH_TLS_CURVES=c  Caddy's TLS sites offer only these key exchanges
+//	                    (`tls { curves c }`, e.g. "x25519"; default: Go's)
 //	BENCH_PROFILE=1     save a CPU profile of each hub server while it publishes
 //	                    (results dir, <load>-<server>.pprof; costs the server a little CPU)
 //

@@ -350,7 +350,17 @@ func startCaddy(ctx context.Context, bin, dir, name, site string, tlsf *tlsFiles
 		if tlsPort, err = freePort(); err != nil {
 			return nil, err
 		}
-		tlsSite = fmt.Sprintf("\nhttps://127.0.0.1:%d {\n\tbind 127.0.0.1\n\ttls %s %s\n%s\n}\n", tlsPort, tlsf.cert, tlsf.key, site)
+		host, tlsOpts := "127.0.0.1", ""
+		if curves := os.Getenv("BENCH_TLS_CURVES"); curves != "" {
+			// the key exchanges Caddy accepts (default: Go's, with the
+			// X25519MLKEM768 hybrid first). Caddy applies a site's TLS
+			// options to the connections whose SNI names it, and
+			// clients send no SNI for an IP address: the site is a
+			// catch-all, so that its options apply to every connection
+			host = ""
+			tlsOpts = " {\n\t\tcurves " + curves + "\n\t}"
+		}
+		tlsSite = fmt.Sprintf("\nhttps://%s:%d {\n\tbind 127.0.0.1\n\ttls %s %s%s\n%s\n}\n", host, tlsPort, tlsf.cert, tlsf.key, tlsOpts, site)
 	}
 	cf := fmt.Sprintf(`{
 	admin 127.0.0.1:%d

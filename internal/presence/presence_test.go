@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddy-realtime/realtime/internal/testredis"
+	"github.com/redis/go-redis/v9"
 )
 
 func kinds(ts []Transition) string {
@@ -182,5 +183,52 @@ func TestTrackerGraceBeforeFlush(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("no leave")
+	}
+}
+
+// A node that decides a webhook event while another node's sweeper is
+// dropping the channel from the outbox index (it found the outbox empty
+// a moment before) must not leave its event unindexed: were the deciding
+// node to crash, nobody would send it.
+func TestRedisOutboxIndexKeepsLateEvent(t *testing.T) {
+	srv := testredis.Start(t)
+	rdb := srv.Client()
+	ctx := context.Background()
+	notify := func(string) Notify { return NotifyChannelMembers }
+	sweeper := NewRedis(rdb, "realtime:", "sweeper", time.Minute, notify)
+	decider := NewRedis(rdb, "realtime:", "decider", time.Minute, notify)
+	// the channel's entry in the index is due, its outbox empty
+	if err := rdb.ZAdd(ctx, sweeper.outboxKey(), redis.Z{Score: 0, Member: "room"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	claimedHook = func(channel string) {
+		// after the sweeper's look, before it updates the index
+		if _, err := decider.Set(ctx, channel, []Count{{Sub: "u1", N: 1}}); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { claimedHook = nil })
+	if _, err := sweeper.Orphans(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rdb.ZScore(ctx, sweeper.outboxKey(), "room").Result(); err != nil {
+		t.Fatalf("the channel left the outbox index with an event in its outbox: %v", err)
+	}
+	// and the next sweep, once the decider's claim lapsed, sends it
+	claimedHook = nil
+	ids, err := rdb.ZRange(ctx, sweeper.base("room")+":outbox", 0, -1).Result()
+	if err != nil || len(ids) == 0 {
+		t.Fatalf("outbox %v %v", ids, err)
+	}
+	for _, id := range ids {
+		rdb.ZAdd(ctx, sweeper.base("room")+":outbox", redis.Z{Score: 0, Member: id})
+	}
+	rdb.ZAdd(ctx, sweeper.outboxKey(), redis.Z{Score: 0, Member: "room"})
+	orphans, err := sweeper.Orphans(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(orphans); got != "channel_occupied member_added:u1" {
+		t.Fatalf("orphans %q, want the decider's events", got)
 	}
 }

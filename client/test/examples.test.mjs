@@ -182,6 +182,18 @@ async function startExample(name, env = {}) {
   return { proc, base: `http://127.0.0.1:${port}` };
 }
 
+// startChat runs the chat example's app and its Caddy, stopped by defer.
+async function startChat(defer) {
+  const app = await startApp('chat');
+  defer(() => stop(app.proc));
+  const caddy = await startExample('chat', {
+    EXAMPLE_APP_PORT: String(app.port),
+    CHAT_TICKET_SECRET: randomBytes(32).toString('hex'),
+  });
+  defer(() => stop(caddy.proc));
+  return caddy;
+}
+
 // ---- the browser
 
 let browser;
@@ -394,13 +406,7 @@ describe('example pages in Chromium', { skip }, () => {
 
   test('chat: log in, go live over WebSocket, send a message', { timeout: 60000, skip: noGo }, async (t) => {
     const defer = stack(t);
-    const app = await startApp('chat');
-    defer(() => stop(app.proc));
-    const caddy = await startExample('chat', {
-      EXAMPLE_APP_PORT: String(app.port),
-      CHAT_TICKET_SECRET: randomBytes(32).toString('hex'),
-    });
-    defer(() => stop(caddy.proc));
+    const caddy = await startChat(defer);
     const p = await openPage(caddy.base);
     defer(() => p.done());
     await logIn(p, 'alice');
@@ -416,13 +422,7 @@ describe('example pages in Chromium', { skip }, () => {
 
   test('chat: two users see who is in the room, and a join notice', { timeout: 60000, skip: noGo }, async (t) => {
     const defer = stack(t);
-    const app = await startApp('chat');
-    defer(() => stop(app.proc));
-    const caddy = await startExample('chat', {
-      EXAMPLE_APP_PORT: String(app.port),
-      CHAT_TICKET_SECRET: randomBytes(32).toString('hex'),
-    });
-    defer(() => stop(caddy.proc));
+    const caddy = await startChat(defer);
     const people = (p, names) => waitPage(p, `${names.join(' and ')} in the room`, (want) => {
       const shown = [...document.querySelectorAll('#people li')].map((li) => li.dataset.sub).sort();
       return JSON.stringify(shown) === JSON.stringify(want);

@@ -23,6 +23,8 @@
 //	BENCH_LOADS=...     replace the loads, e.g. "sse:1000:20,ws:500:5,longpoll:100:2,sseh2:1000:5"
 //	BENCH_TLS_CURVES=c  Caddy's TLS sites offer only these key exchanges
 //	                    (`tls { curves c }`, e.g. "x25519"; default: Go's)
+//	BENCH_SOCKETS=1     Caddy's servers list the realtime listener wrapper
+//	                    before tls (the fan-out writes TLS over HTTP/1.1)
 //	BENCH_PROFILE=1     save a CPU profile of each hub server while it publishes
 //	                    (results dir, <load>-<server>.pprof; costs the server a little CPU)
 //

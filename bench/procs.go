@@ -362,13 +362,19 @@ func startCaddy(ctx context.Context, bin, dir, name, site string, tlsf *tlsFiles
 		}
 		tlsSite = fmt.Sprintf("\nhttps://%s:%d {\n\tbind 127.0.0.1\n\ttls %s %s%s\n%s\n}\n", host, tlsPort, tlsf.cert, tlsf.key, tlsOpts, site)
 	}
+	wrappers := ""
+	if os.Getenv("BENCH_SOCKETS") == "1" {
+		// the realtime listener wrapper beneath TLS: the hub's fan-out
+		// writes TLS connections over HTTP/1.1 itself
+		wrappers = "\n\t\tlistener_wrappers {\n\t\t\trealtime\n\t\t\ttls\n\t\t}"
+	}
 	cf := fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	auto_https off
 	persist_config off
 	default_bind 127.0.0.1
 	servers {
-		protocols h1 h2 h2c h3
+		protocols h1 h2 h2c h3%s
 	}
 	log {
 		level ERROR
@@ -379,7 +385,7 @@ func startCaddy(ctx context.Context, bin, dir, name, site string, tlsf *tlsFiles
 	bind 127.0.0.1
 %s
 }
-%s`, admin, port, site, tlsSite)
+%s`, admin, wrappers, port, site, tlsSite)
 	cfPath := filepath.Join(dir, name+".Caddyfile")
 	if err := os.WriteFile(cfPath, []byte(cf), 0o644); err != nil {
 		return nil, err

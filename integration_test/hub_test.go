@@ -1388,7 +1388,19 @@ func TestHubHTTP2ManyStreams(t *testing.T) {
 // for byte.
 func TestHubDetachedOverTLS(t *testing.T) {
 	t.Parallel()
-	e := startHub(t, hubOpts{})
+	t.Run("socket", func(t *testing.T) {
+		// the fan-out seals and writes messages itself
+		t.Parallel()
+		testHubDetachedOverTLS(t, "servers {\n\t\tlistener_wrappers {\n\t\t\trealtime\n\t\t\ttls\n\t\t}\n\t}")
+	})
+	t.Run("goroutine", func(t *testing.T) {
+		t.Parallel()
+		testHubDetachedOverTLS(t, "")
+	})
+}
+
+func testHubDetachedOverTLS(t *testing.T, globals string) {
+	e := startHub(t, hubOpts{globals: globals})
 	const ch = "tls"
 	client := harness.HTTP1Client()
 	t.Cleanup(client.CloseIdleConnections)

@@ -8,12 +8,18 @@
 // descriptor is this connection's: once closed, the system may hand the
 // number to another connection. Conn makes that impossible rather than a
 // convention: it owns the connection, it is the only way to close it, and
-// its Close stops direct writes before the descriptor is released. Every
-// other kind of connection (TLS, a stream of an HTTP/2 or HTTP/3
-// connection, other systems) is written by its goroutine only.
+// its Close stops direct writes before the descriptor is released.
+//
+// A TLS connection over a Socket (the realtime listener wrapper's) is
+// written by the fan-out too: crypto/tls seals the message on the
+// fan-out's goroutine, and the Socket beneath takes the records without
+// waiting. Every other kind of connection (TLS over a plain socket, a
+// stream of an HTTP/2 or HTTP/3 connection, other systems) is written by
+// its goroutine only.
 package rawconn
 
 import (
+	"crypto/tls"
 	"net"
 	"time"
 )
@@ -24,21 +30,28 @@ import (
 // Close.
 type Conn struct {
 	raw      rawWriter // in the Conn itself: one object less per delivery
-	direct   bool      // raw can write to the socket
-	net.Conn           // reads, addresses and read deadlines pass through
+	direct   bool      // raw, or sealed over sock, can write to the socket
+	sealed   *tls.Conn // not nil: TLS over sock
+	sock     *Socket
+	net.Conn // reads, addresses and read deadlines pass through
 	timeout  time.Duration
 	deadline time.Time // the write deadline set last
 }
 
 // Own takes c over: from now on, c must be used through the returned Conn
 // only. Write waits at most 1.5 timeout for the socket (zero: no bound).
-// With direct false, or where c is no plain TCP connection, TryWrite
-// writes nothing.
+// With direct false, or where c is neither a plain TCP connection nor TLS
+// over a Socket, TryWrite writes nothing.
 func Own(c net.Conn, timeout time.Duration, direct bool) *Conn {
 	w := &Conn{Conn: c, timeout: timeout}
-	if direct {
-		w.direct = w.raw.init(c)
+	if !direct {
+		return w
 	}
+	if tc, s := socketOf(c); s != nil && s.own() {
+		w.sealed, w.sock, w.direct = tc, s, true
+		return w
+	}
+	w.direct = w.raw.init(c)
 	return w
 }
 
@@ -51,7 +64,13 @@ func (w *Conn) Direct() bool { return w.direct }
 // goroutine is idle: the two never write at the same time. Without
 // Direct it writes nothing and keeps all of b for Write.
 func (w *Conn) TryWrite(b []byte) bool {
-	if !w.direct {
+	if w.sock != nil && len(b) <= maxSealed {
+		// after an error the connection is broken for good: the
+		// goroutine's write meets it and ends the stream
+		_, err := w.sealed.Write(b)
+		return err == nil && !w.sock.Pending()
+	}
+	if !w.direct || w.sock != nil {
 		w.raw.rest = append(w.raw.rest[:0], b...)
 		return len(b) == 0
 	}
@@ -62,7 +81,7 @@ func (w *Conn) TryWrite(b []byte) bool {
 // timeout.
 func (w *Conn) Write(b []byte) (int, error) {
 	rest := w.raw.rest
-	if len(rest) == 0 && len(b) == 0 {
+	if len(rest) == 0 && len(b) == 0 && w.sock == nil {
 		return 0, nil
 	}
 	if w.timeout > 0 {
@@ -76,6 +95,9 @@ func (w *Conn) Write(b []byte) (int, error) {
 			_ = w.Conn.SetWriteDeadline(w.deadline)
 		}
 	}
+	if w.sock != nil {
+		return w.writeSealed(rest, b)
+	}
 	if len(rest) == 0 {
 		return w.Conn.Write(b)
 	}
@@ -88,6 +110,40 @@ func (w *Conn) Write(b []byte) (int, error) {
 	return max(int(n)-len(rest), 0), err
 }
 
+// writeSealed is Write over a Socket: what the fan-out left (in the
+// Socket, or kept whole in rest), then b, each piece of at most
+// maxSealed flushed before the next, so that the Socket never holds
+// more than one.
+func (w *Conn) writeSealed(rest, b []byte) (int, error) {
+	if err := w.sock.Flush(); err != nil {
+		return 0, err
+	}
+	if len(rest) > 0 {
+		if err := w.seal(rest); err != nil {
+			return 0, err
+		}
+		w.raw.rest = nil
+	}
+	if err := w.seal(b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (w *Conn) seal(b []byte) error {
+	for len(b) > 0 {
+		n := min(len(b), maxSealed)
+		if _, err := w.sealed.Write(b[:n]); err != nil {
+			return err
+		}
+		if err := w.sock.Flush(); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
 // SetWriteDeadline sets the deadline of the next Write; later writes set
 // their own from the timeout again.
 func (w *Conn) SetWriteDeadline(t time.Time) error {
@@ -98,7 +154,7 @@ func (w *Conn) SetWriteDeadline(t time.Time) error {
 // Close stops direct writes, then closes the connection: the descriptor
 // is released only once no TryWrite can use it.
 func (w *Conn) Close() error {
-	if w.direct {
+	if w.direct && w.sock == nil {
 		w.raw.close()
 	}
 	return w.Conn.Close()

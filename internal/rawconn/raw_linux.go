@@ -32,6 +32,12 @@ type rawWriter struct {
 // their goroutine only.
 func (w *rawWriter) init(conn net.Conn) bool {
 	tc, ok := conn.(*net.TCPConn)
+	if s, isSocket := conn.(*Socket); isSocket {
+		// the listener wrapper's, on a server without TLS: its writes
+		// pass through to the TCP connection until owned, which only
+		// TLS above it is
+		tc, ok = s.TCPConn, true
+	}
 	if !ok {
 		return false
 	}
@@ -51,17 +57,9 @@ func (w *rawWriter) init(conn net.Conn) bool {
 // error, which the waiting write then reports) is kept in w.rest.
 func (w *rawWriter) tryWrite(b []byte) bool {
 	w.mu.Lock()
-	for !w.closed && len(b) > 0 {
-		n, err := rawWrite(w.fd, b)
-		if n > 0 {
-			b = b[n:]
-		}
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil || n <= 0 {
-			break // full, or failed: the goroutine's write takes over
-		}
+	if !w.closed {
+		// full, or failed: the goroutine's write takes over
+		b = b[writeSome(w.fd, b):]
 	}
 	w.mu.Unlock()
 	if len(b) == 0 {
@@ -77,6 +75,23 @@ func (w *rawWriter) close() {
 	w.mu.Lock()
 	w.closed = true
 	w.mu.Unlock()
+}
+
+// writeSome writes as much of b to fd as the socket takes now, and
+// returns how much that was.
+func writeSome(fd int, b []byte) int {
+	n := 0
+	for n < len(b) {
+		m, err := rawWrite(fd, b[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || m <= 0 {
+			break
+		}
+		n += m
+	}
+	return n
 }
 
 // rawWrite is write(2) without telling the Go scheduler about a system

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -1155,7 +1156,7 @@ func (c *countingSSE) failed() error {
 // dialStalled opens an SSE subscription over a raw connection with a
 // small receive buffer, waits for the retry line and then never reads
 // again.
-func dialStalled(t *testing.T, addr, path string) net.Conn {
+func dialStalled(t *testing.T, addr, path string, overTLS bool) net.Conn {
 	t.Helper()
 	d := net.Dialer{Timeout: harness.DialTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
@@ -1167,6 +1168,9 @@ func dialStalled(t *testing.T, addr, path string) net.Conn {
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if overTLS {
+		conn = tls.Client(conn, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}) //nolint:gosec // the test's own Caddy
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", path, addr)
@@ -1188,10 +1192,28 @@ func dialStalled(t *testing.T, addr, path string) net.Conn {
 
 func TestHubSlowConsumer(t *testing.T) {
 	t.Parallel()
+	t.Run("cleartext", func(t *testing.T) {
+		t.Parallel()
+		testHubSlowConsumer(t, false)
+	})
+	t.Run("tls-socket", func(t *testing.T) {
+		// over TLS with the realtime listener wrapper, the fan-out
+		// writes through crypto/tls itself: a client that stops
+		// reading must not hold it up either
+		t.Parallel()
+		testHubSlowConsumer(t, true)
+	})
+}
+
+func testHubSlowConsumer(t *testing.T, overTLS bool) {
 	// The hub drops a subscriber that falls behind at once; its
 	// connection ends when the write blocked on it times out: Caddy's
 	// write_idle (default 1m), shortened here.
-	e := startHub(t, hubOpts{globals: "servers {\n\t\ttimeouts {\n\t\t\twrite_idle 2s\n\t\t}\n\t}"})
+	globals := "servers {\n\t\ttimeouts {\n\t\t\twrite_idle 2s\n\t\t}\n\t}"
+	if overTLS {
+		globals = "servers {\n\t\tlistener_wrappers {\n\t\t\trealtime\n\t\t\ttls\n\t\t}\n\t\ttimeouts {\n\t\t\twrite_idle 2s\n\t\t}\n\t}"
+	}
+	e := startHub(t, hubOpts{globals: globals})
 	const (
 		ch       = "firehose"
 		fast     = 49
@@ -1202,7 +1224,10 @@ func TestHubSlowConsumer(t *testing.T) {
 	)
 	client := harness.HTTP1Client()
 	t.Cleanup(client.CloseIdleConnections)
-	u := e.c.URL("/hub?" + hubQuery([]string{ch}))
+	u, port := e.c.URL("/hub?"+hubQuery([]string{ch})), e.c.Ports().HTTP
+	if overTLS {
+		u, port = e.c.HTTPSURL("/hub?"+hubQuery([]string{ch})), e.c.Ports().HTTPS
+	}
 	readers := make([]*countingSSE, fast)
 	for i := range readers {
 		readers[i] = openCountingSSE(t, client, u)
@@ -1216,7 +1241,7 @@ func TestHubSlowConsumer(t *testing.T) {
 			t.Fatalf("reader %d: no retry line within %v", i, hubWait)
 		}
 	}
-	stalled := dialStalled(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(e.c.Ports().HTTP)), "/hub?"+hubQuery([]string{ch}))
+	stalled := dialStalled(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), "/hub?"+hubQuery([]string{ch}), overTLS)
 	defer stalled.Close()
 	waitMetric(t, e.c, "realtime_connections", map[string]string{"transport": "sse"}, func(v float64) bool { return v == fast+1 })
 

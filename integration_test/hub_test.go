@@ -1422,9 +1422,26 @@ func TestHubDetachedOverTLS(t *testing.T) {
 		t.Parallel()
 		testHubDetachedOverTLS(t, "")
 	})
+	t.Run("wrapper-after-tls", func(t *testing.T) {
+		// where it sees TLS connections the wrapper does nothing, and
+		// says so
+		t.Parallel()
+		e := testHubDetachedOverTLS(t, "servers {\n\t\tlistener_wrappers {\n\t\t\trealtime\n\t\t}\n\t}")
+		const warning = "the realtime listener wrapper comes after tls"
+		deadline := time.Now().Add(hubWait)
+		for !strings.Contains(e.c.Logs(), warning) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q warning in Caddy's log within %v", warning, hubWait)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := strings.Count(e.c.Logs(), warning); n != 1 {
+			t.Errorf("the warning was logged %d times, want once", n)
+		}
+	})
 }
 
-func testHubDetachedOverTLS(t *testing.T, globals string) {
+func testHubDetachedOverTLS(t *testing.T, globals string) *hubEnv {
 	e := startHub(t, hubOpts{globals: globals})
 	const ch = "tls"
 	client := harness.HTTP1Client()
@@ -1460,6 +1477,7 @@ func testHubDetachedOverTLS(t *testing.T, globals string) {
 		checkSSEPayload(t, sse.NextEvent(t, hubWait), ch, "", p)
 		checkJSONMessage(t, "websocket", ws.nextMessage(t), ch, "", p)
 	}
+	return e
 }
 
 func TestHubGoroutinesBaseline(t *testing.T) {

@@ -19,7 +19,7 @@ func init() {
 // ListenerWrapper lets the hub write messages to WebSocket and event
 // stream subscribers over HTTPS with HTTP/1.1 from its fan-out, as it
 // does over plain HTTP, rather than from a goroutine started per message
-// and subscriber: about a tenth less CPU per delivery. It must come
+// and subscriber: about a fifth less CPU per delivery. It must come
 // before tls in the server's listener wrappers:
 //
 //	{

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,21 +46,53 @@ func bigPayload(i, size int) []byte {
 // much larger than the client's receive buffer, sent while the client
 // pauses reading, make every such write partial: each client must still
 // get every message whole and in order, over SSE and WebSocket.
+//
+// Over TLS with the realtime listener wrapper, the fan-out seals messages
+// of up to one record itself and leaves larger ones to the goroutine:
+// there small messages fill the socket first (the fan-out must hand what
+// the socket did not take to the goroutine), then sizes alternate, so
+// that both paths take turns on a full socket.
 func TestHubPartialWrites(t *testing.T) {
 	t.Parallel()
-	e := startHub(t, hubOpts{})
-	const (
-		ch   = "big"
-		n    = 120 // 7 MB: more than the server's socket send buffer can grow to (4 MB)
-		size = 60 << 10
-	)
+	t.Run("cleartext", func(t *testing.T) {
+		t.Parallel()
+		testHubPartialWrites(t, false)
+	})
+	t.Run("tls-socket", func(t *testing.T) {
+		t.Parallel()
+		testHubPartialWrites(t, true)
+	})
+}
+
+func testHubPartialWrites(t *testing.T, overTLS bool) {
+	const ch = "big"
+	n := 120 // 7 MB: more than the server's socket send buffer can grow to (4 MB)
+	size := func(int) int { return 60 << 10 }
+	o, url := hubOpts{}, (*harness.Caddy).URL
+	if overTLS {
+		const small = 640 // 5 MB
+		n = small + 60
+		size = func(i int) int {
+			if i < small {
+				return 8 << 10 // the fan-out's alone until the socket is full
+			}
+			return []int{8 << 10, 60 << 10, 100}[i%3]
+		}
+		o.globals = "servers {\n\t\tlistener_wrappers {\n\t\t\trealtime\n\t\t\ttls\n\t\t}\n\t}"
+		url = (*harness.Caddy).HTTPSURL
+	}
+	e := startHub(t, o)
 	query := hubQuery([]string{ch})
 
 	// SSE: a stream whose body is not read until everything is published
-	tr := &http.Transport{DialContext: smallReceiveBuffer().DialContext, DisableCompression: true}
+	tr := &http.Transport{
+		DialContext:        smallReceiveBuffer().DialContext,
+		DisableCompression: true,
+		TLSClientConfig:    &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}, //nolint:gosec // the test's own Caddy
+	}
 	client := &http.Client{Transport: tr}
 	t.Cleanup(tr.CloseIdleConnections)
-	req, err := http.NewRequest(http.MethodGet, e.c.URL("/hub?"+query), nil)
+	req, err := http.NewRequest(http.MethodGet, url(e.c, "/hub?"+query), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +110,7 @@ func TestHubPartialWrites(t *testing.T) {
 	d := harness.WSDialer()
 	d.NetDialContext = smallReceiveBuffer().DialContext
 	d.NetDial = nil
-	ws, _, err := d.Dial(harness.WSURL(e.c.URL("/hub?"+query)), nil)
+	ws, _, err := d.Dial(harness.WSURL(url(e.c, "/hub?"+query)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,8 +122,11 @@ func TestHubPartialWrites(t *testing.T) {
 	// both are subscribed: the SSE one too, once the metric says so
 	waitMetric(t, e.c, "realtime_connections", map[string]string{"transport": "sse"}, func(v float64) bool { return v == 1 })
 
+	if resp.TLS != nil != overTLS || resp.ProtoMajor != 1 {
+		t.Fatalf("SSE over %s, TLS %v", resp.Proto, resp.TLS != nil)
+	}
 	for i := range n {
-		e.redisPublish(t, ch, bigPayload(i, size))
+		e.redisPublish(t, ch, bigPayload(i, size(i)))
 	}
 
 	for i := range n {
@@ -98,7 +134,7 @@ func TestHubPartialWrites(t *testing.T) {
 		if err != nil {
 			t.Fatalf("sse: message %d: %v", i, err)
 		}
-		if want := bigPayload(i, size); ev.Data != string(want) {
+		if want := bigPayload(i, size(i)); ev.Data != string(want) {
 			t.Fatalf("sse: message %d: got %d bytes starting %.12q, want %d bytes starting %.12q", i, len(ev.Data), ev.Data, len(want), want)
 		}
 	}
@@ -113,7 +149,7 @@ func TestHubPartialWrites(t *testing.T) {
 		if typ != websocket.TextMessage || json.Unmarshal(msg, &f) != nil {
 			t.Fatalf("websocket: message %d: frame type %d, %.40q", i, typ, msg)
 		}
-		if want := bigPayload(i, size); f.Channel != ch || f.Data != string(want) {
+		if want := bigPayload(i, size(i)); f.Channel != ch || f.Data != string(want) {
 			t.Fatalf("websocket: message %d: got %d bytes starting %.12q, want %d bytes starting %.12q", i, len(f.Data), f.Data, len(want), want)
 		}
 	}

@@ -33,6 +33,7 @@ type Socket struct {
 	fd       int
 	mu       sync.Mutex // held across each write to fd, and to mark closed
 	closed   bool
+	refused  bool   // a write was refused: every later one is too
 	flushing bool   // Flush is sending pending: later bytes queue behind
 	pending  []byte // written but not taken by the socket yet, in order
 }
@@ -99,7 +100,11 @@ func (s *Socket) Write(b []byte) (int, error) {
 	switch {
 	case s.closed:
 		return 0, net.ErrClosed
-	case len(s.pending) >= maxPending:
+	case s.refused || len(s.pending) >= maxPending:
+		// crypto/tls numbers its records: once one is left out, no
+		// later one may go (its close alert would reach the client as
+		// a corrupt record)
+		s.refused = true
 		return 0, errBacklog
 	case len(s.pending) > 0 || s.flushing:
 		s.pending = append(s.pending, b...)

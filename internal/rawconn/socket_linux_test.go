@@ -14,6 +14,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -180,9 +181,11 @@ func TestSocketLargeMessageGoesToGoroutine(t *testing.T) {
 }
 
 // Records the TLS layer writes by itself while its client does not read
-// are bounded: past maxPending, the connection breaks.
+// are bounded: past maxPending, the connection breaks, and nothing is
+// written after the record left out (the client sees the stream end,
+// not a corrupt record).
 func TestSocketBacklogBounded(t *testing.T) {
-	w, sock, _ := tlsOverSocket(t)
+	w, sock, cli := tlsOverSocket(t)
 	within(t, 10*time.Second, "filling the socket", func() {
 		for i := 0; i < 100_000 && w.TryWrite(message(i)); i++ {
 		}
@@ -206,6 +209,25 @@ func TestSocketBacklogBounded(t *testing.T) {
 	// goroutine's too, and the stream ends
 	if _, err := w.sealed.Write(message(0)); err == nil {
 		t.Fatal("a write succeeded on a broken connection")
+	}
+	// the client reads again, what was kept goes out; then Close sends
+	// TLS's close alert, numbered after the refused record, unless the
+	// Socket refuses it too
+	read := make(chan error, 1)
+	go func() {
+		_ = cli.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.Copy(io.Discard, cli)
+		read <- err
+	}()
+	if err := sock.Flush(); err != nil {
+		t.Fatalf("flushing what was kept: %v", err)
+	}
+	if _, err := sock.Write([]byte("after")); !errors.Is(err, errBacklog) {
+		t.Fatalf("a write after a refused one, with nothing kept: %v, want errBacklog", err)
+	}
+	_ = w.Close()
+	if err := <-read; err != nil && strings.Contains(err.Error(), "bad record MAC") {
+		t.Fatalf("the client read a record out of sequence: %v", err)
 	}
 }
 

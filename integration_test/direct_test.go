@@ -54,14 +54,7 @@ func bigPayload(i, size int) []byte {
 // that both paths take turns on a full socket.
 func TestHubPartialWrites(t *testing.T) {
 	t.Parallel()
-	t.Run("cleartext", func(t *testing.T) {
-		t.Parallel()
-		testHubPartialWrites(t, false)
-	})
-	t.Run("tls-socket", func(t *testing.T) {
-		t.Parallel()
-		testHubPartialWrites(t, true)
-	})
+	cleartextAndTLSSocket(t, testHubPartialWrites)
 }
 
 func testHubPartialWrites(t *testing.T, overTLS bool) {
@@ -78,7 +71,7 @@ func testHubPartialWrites(t *testing.T, overTLS bool) {
 			}
 			return []int{8 << 10, 60 << 10, 100}[i%3]
 		}
-		o.globals = "servers {\n\t\tlistener_wrappers {\n\t\t\trealtime\n\t\t\ttls\n\t\t}\n\t}"
+		o.globals = "servers {\n\t\t" + socketServers + "\n\t}"
 		url = (*harness.Caddy).HTTPSURL
 	}
 	e := startHub(t, o)

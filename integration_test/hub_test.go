@@ -1192,28 +1192,41 @@ func dialStalled(t *testing.T, addr, path string, overTLS bool) net.Conn {
 
 func TestHubSlowConsumer(t *testing.T) {
 	t.Parallel()
-	t.Run("cleartext", func(t *testing.T) {
-		t.Parallel()
-		testHubSlowConsumer(t, false)
-	})
-	t.Run("tls-socket", func(t *testing.T) {
-		// over TLS with the realtime listener wrapper, the fan-out
-		// writes through crypto/tls itself: a client that stops
-		// reading must not hold it up either
-		t.Parallel()
-		testHubSlowConsumer(t, true)
-	})
+	// over TLS with the realtime listener wrapper, the fan-out writes
+	// through crypto/tls itself: a client that stops reading must not
+	// hold it up either
+	cleartextAndTLSSocket(t, testHubSlowConsumer)
+}
+
+// socketServers is the global option that puts the realtime listener
+// wrapper beneath TLS, as the README shows it.
+const socketServers = "listener_wrappers {\n\t\t\trealtime\n\t\t\ttls\n\t\t}"
+
+// cleartextAndTLSSocket runs test over plain HTTP/1.1 and over HTTPS
+// with HTTP/1.1 and the realtime listener wrapper, in parallel: the two
+// ways the hub's fan-out writes to sockets itself.
+func cleartextAndTLSSocket(t *testing.T, test func(t *testing.T, overTLS bool)) {
+	t.Helper()
+	for _, c := range []struct {
+		name    string
+		overTLS bool
+	}{{"cleartext", false}, {"tls-socket", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			test(t, c.overTLS)
+		})
+	}
 }
 
 func testHubSlowConsumer(t *testing.T, overTLS bool) {
 	// The hub drops a subscriber that falls behind at once; its
 	// connection ends when the write blocked on it times out: Caddy's
 	// write_idle (default 1m), shortened here.
-	globals := "servers {\n\t\ttimeouts {\n\t\t\twrite_idle 2s\n\t\t}\n\t}"
+	servers := "timeouts {\n\t\t\twrite_idle 2s\n\t\t}"
 	if overTLS {
-		globals = "servers {\n\t\tlistener_wrappers {\n\t\t\trealtime\n\t\t\ttls\n\t\t}\n\t\ttimeouts {\n\t\t\twrite_idle 2s\n\t\t}\n\t}"
+		servers = socketServers + "\n\t\t" + servers
 	}
-	e := startHub(t, hubOpts{globals: globals})
+	e := startHub(t, hubOpts{globals: "servers {\n\t\t" + servers + "\n\t}"})
 	const (
 		ch       = "firehose"
 		fast     = 49
@@ -1416,7 +1429,7 @@ func TestHubDetachedOverTLS(t *testing.T) {
 	t.Run("socket", func(t *testing.T) {
 		// the fan-out seals and writes messages itself
 		t.Parallel()
-		testHubDetachedOverTLS(t, "servers {\n\t\tlistener_wrappers {\n\t\t\trealtime\n\t\t\ttls\n\t\t}\n\t}")
+		testHubDetachedOverTLS(t, "servers {\n\t\t"+socketServers+"\n\t}")
 	})
 	t.Run("goroutine", func(t *testing.T) {
 		t.Parallel()

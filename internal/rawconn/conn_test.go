@@ -25,6 +25,33 @@ func tcpPair(t *testing.T, ln net.Listener) (server, client net.Conn) {
 	return server, client
 }
 
+// closeAndReuse closes a connection with closeConn and accepts one from
+// ln that most likely gets the descriptor number just freed: its client
+// dials first, so that the accept after the close takes the lowest free
+// number. It returns both ends and the accepted end's descriptor.
+func closeAndReuse(t *testing.T, ln net.Listener, closeConn func() error) (srv, cli net.Conn, fd int) {
+	t.Helper()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	if err := closeConn(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	rc, err := srv.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = rc.Control(func(s uintptr) { fd = int(s) })
+	return srv, cli, fd
+}
+
 func readWithin(c net.Conn, n int, d time.Duration) ([]byte, error) {
 	_ = c.SetReadDeadline(time.Now().Add(d))
 	b := make([]byte, n)
@@ -53,24 +80,9 @@ func TestClosedConnWritesNothing(t *testing.T) {
 		t.Fatalf("read %q, %v", b, err)
 	}
 	fd := w.raw.fd
-	// dial first, so that the accept after the close gets the lowest
-	// free number: the one just closed
-	cli2, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli2.Close()
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	srv2, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv2.Close()
-	w2 := Own(srv2, time.Second, true)
-	if w2.raw.fd != fd {
-		t.Logf("descriptor %d not reused (got %d): the test is weaker", fd, w2.raw.fd)
+	srv2, cli2, fd2 := closeAndReuse(t, ln, w.Close)
+	if fd2 != fd {
+		t.Logf("descriptor %d not reused (got %d): the test is weaker", fd, fd2)
 	}
 	if w.TryWrite([]byte("stray")) {
 		t.Fatal("TryWrite on a closed writer reported success")

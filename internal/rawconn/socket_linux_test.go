@@ -241,24 +241,7 @@ func TestSocketClosedWritesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	// dial first, so that the accept after the close gets the lowest
-	// free number: the one just closed
-	cli, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	rc, _ := srv.(*net.TCPConn).SyscallConn()
-	var srvFD int
-	_ = rc.Control(func(s uintptr) { srvFD = int(s) })
+	_, cli, srvFD := closeAndReuse(t, ln, w.Close)
 	if srvFD != fd {
 		t.Skipf("the descriptor %d was not reused (got %d)", fd, srvFD)
 	}

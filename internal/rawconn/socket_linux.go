@@ -133,13 +133,17 @@ func (s *Socket) Flush() error {
 	defer s.mu.Unlock()
 	s.flushing = true
 	defer func() { s.flushing = false }()
-	for len(s.pending) > 0 && !s.closed {
+	for len(s.pending) > 0 {
+		if s.closed {
+			return net.ErrClosed
+		}
 		b := s.pending
 		s.pending = nil // what a burst grew goes with it
 		s.mu.Unlock()
 		_, err := s.TCPConn.Write(b)
 		s.mu.Lock()
 		if err != nil {
+			s.refused = true // records were lost: nothing may follow them
 			return err
 		}
 	}

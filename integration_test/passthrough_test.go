@@ -748,3 +748,49 @@ func TestPassthroughFastCGIClientGone(t *testing.T) {
 		}
 	})
 }
+
+// With the realtime listener wrapper beneath TLS, what the hub does not
+// take over passes through untouched: a proxied event stream over HTTPS
+// (HTTP/1.1 and HTTP/2) and a proxied WebSocket over TLS, with messages
+// larger than a TLS record.
+func TestPassthroughOverSocket(t *testing.T) {
+	t.Parallel()
+	globals := "servers {\n\t\t" + socketServers + "\n\t}"
+	big := strings.Repeat("x", 100<<10)
+	for _, p := range []protocol{
+		{"https1", harness.HTTP1Client, (*harness.Caddy).HTTPSURL, 1},
+		{"http2", harness.HTTP2Client, (*harness.Caddy).HTTPSURL, 2},
+	} {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			up := harness.NewSSEUpstream(t)
+			c := startSite(t, site{Upstream: up.Addr(), Globals: globals})
+			r := p.open(t, c, "/events", nil)
+			s := up.NextFor(t, r)
+			s.Send("id: 1\ndata: first\n\n")
+			if ev := r.NextEvent(t, 5*time.Second); ev.Data != "first" || ev.ID != "1" {
+				t.Fatalf("got %v, want id 1 data first", ev)
+			}
+			s.Send("data: " + big + "\n\n")
+			if ev := r.NextEvent(t, 5*time.Second); ev.Data != big {
+				t.Fatalf("got %d bytes, want %d", len(ev.Data), len(big))
+			}
+			p.checkProto(t, r.Response(t))
+		})
+	}
+	t.Run("websocket", func(t *testing.T) {
+		t.Parallel()
+		up := harness.NewWSEchoUpstream(t)
+		c := harness.StartCaddy(t, "{\n\t"+globals+"\n}\n"+wsSite, harness.Var("Upstream", up.Addr()), harness.Var("Realtime", ""))
+		conn, _, err := harness.WSDialer().Dial(harness.WSURL(c.HTTPSURL("/ws")), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		echo(t, conn, "hello")
+		echo(t, conn, big)
+		if up.Upgrades() != 1 {
+			t.Fatalf("upstream upgrades %d, want 1", up.Upgrades())
+		}
+	})
+}

@@ -53,7 +53,7 @@ func (e *runEnv) runChurn(ctx context.Context, cc churnConfig) ([]*churnRow, err
 	}
 	total := cc.Batches * churnRequests * churnWidth
 	site := fmt.Sprintf("\trealtime /hub* {\n\t\thub\n\t\tredis redis://%s\n\t\tprefix churn:\n\t\tlimits {\n\t\t\tconnections 1000000\n\t\t\tper_ip 1000000\n\t\t\tidle_channels %d\n\t\t}\n\t}", e.redis.addr, total+1000)
-	cs, err := startCaddy(ctx, e.cfg.caddyBin, e.dir, "churn", site, nil)
+	cs, err := startCaddy(ctx, e.cfg.caddyBin, e.dir, "churn", site, nil, false)
 	if err != nil {
 		return nil, fmt.Errorf("hub unavailable: %w", err)
 	}

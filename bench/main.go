@@ -23,8 +23,8 @@
 //	BENCH_LOADS=...     replace the loads, e.g. "sse:1000:20,ws:500:5,longpoll:100:2,sseh2:1000:5"
 //	BENCH_TLS_CURVES=c  Caddy's TLS sites offer only these key exchanges
 //	                    (`tls { curves c }`, e.g. "x25519"; default: Go's)
-//	BENCH_SOCKETS=1     Caddy's servers list the realtime listener wrapper
-//	                    before tls (the fan-out writes TLS over HTTP/1.1)
+//	BENCH_SOCKETS=1     every hub's Caddy lists the realtime listener wrapper
+//	                    before tls (by default only the row named so does)
 //	BENCH_PROFILE=1     save a CPU profile of each hub server while it publishes
 //	                    (results dir, <load>-<server>.pprof; costs the server a little CPU)
 //
@@ -69,6 +69,7 @@ type config struct {
 	resultsDir string
 	root       string
 	profile    bool
+	sockets    bool // every hub server lists the listener wrapper (BENCH_SOCKETS)
 }
 
 func (c *config) want(part string) bool { return len(c.only) == 0 || c.only[part] }
@@ -88,6 +89,9 @@ type serverDef struct {
 	Redis    bool
 	Pub      string
 	Baseline bool
+	// Sockets lists the realtime listener wrapper before tls: the
+	// fan-out writes TLS over HTTP/1.1 itself (its loads only)
+	Sockets bool
 }
 
 type row struct {
@@ -234,6 +238,7 @@ func run() int {
 		{Name: "hub, redis (PUBLISH)", Kind: "hub", Redis: true, Pub: pubRedisPublish},
 		{Name: "hub, redis (XADD)", Kind: "hub", Redis: true, Pub: pubRedisXAdd},
 		{Name: "hub, embedded (HTTP POST)", Kind: "hub", Pub: pubHTTP},
+		{Name: "hub, redis (PUBLISH), listener wrapper", Kind: "hub", Redis: true, Pub: pubRedisPublish, Sockets: true},
 	}
 	loads := []loadDef{
 		{Label: "1,000 SSE @ 20 msg/s", N: 1000, Transport: tSSE, Rate: 20},
@@ -284,6 +289,10 @@ func run() int {
 				}
 				// TLS: Nchan and the hub on Redis PUBLISH, as deployed
 				if isTLS(ld.Transport) && sd.Kind == "hub" && sd.Pub != pubRedisPublish {
+					continue
+				}
+				// the listener wrapper changes only TLS over HTTP/1.1
+				if sd.Sockets && ld.Transport != tWSS && ld.Transport != tSSEH1TLS {
 					continue
 				}
 				r := env.runLoad(ctx, ld, sd)
@@ -380,6 +389,7 @@ func loadConfig() (*config, error) {
 	}
 	cfg.root = root
 	cfg.profile = os.Getenv("BENCH_PROFILE") != "" && os.Getenv("BENCH_PROFILE") != "0"
+	cfg.sockets = os.Getenv("BENCH_SOCKETS") == "1"
 	cfg.resultsDir = os.Getenv("BENCH_RESULTS")
 	if cfg.resultsDir == "" {
 		cfg.resultsDir = filepath.Join(root, "bench", "results")
@@ -466,7 +476,7 @@ func (e *runEnv) startServer(ctx context.Context, sd serverDef, tag string) (*se
 		redisLine = "\t\tredis redis://" + e.redis.addr + "\n"
 	}
 	site := fmt.Sprintf("\trealtime /hub* {\n\t\thub\n%s\t\tpublish_key benchsecret\n\t\tlimits {\n\t\t\tconnections 1000000\n\t\t\tper_ip 1000000\n\t\t}\n\t}", redisLine)
-	cs, err := startCaddy(ctx, e.cfg.caddyBin, e.dir, tag, site, e.tls)
+	cs, err := startCaddy(ctx, e.cfg.caddyBin, e.dir, tag, site, e.tls, sd.Sockets || e.cfg.sockets)
 	if err != nil {
 		return nil, fmt.Errorf("hub unavailable: %w", err)
 	}

@@ -288,12 +288,12 @@ func runPassthrough(ctx context.Context, caddyBin, dir string, pc passConfig, lo
 		return nil, err
 	}
 	defer up.close()
-	plain, err := startCaddy(ctx, caddyBin, dir, "pass-plain", fmt.Sprintf("\treverse_proxy %s", up.addr), nil)
+	plain, err := startCaddy(ctx, caddyBin, dir, "pass-plain", fmt.Sprintf("\treverse_proxy %s", up.addr), nil, false)
 	if err != nil {
 		return nil, err
 	}
 	defer plain.stop()
-	rt, err := startCaddy(ctx, caddyBin, dir, "pass-realtime", fmt.Sprintf("\trealtime {\n\t\theartbeat 15s\n\t}\n\treverse_proxy %s", up.addr), nil)
+	rt, err := startCaddy(ctx, caddyBin, dir, "pass-realtime", fmt.Sprintf("\trealtime {\n\t\theartbeat 15s\n\t}\n\treverse_proxy %s", up.addr), nil, false)
 	if err != nil {
 		return nil, err
 	}

@@ -90,7 +90,7 @@ func (e *runEnv) runPresence(ctx context.Context, pc presenceConfig) ([]*presenc
 			notify http://%s/hooks
 		}
 	}`, e.redis.addr, presencePubKey, presenceSecret, ln.Addr())
-	cs, err := startCaddy(ctx, e.cfg.caddyBin, e.dir, "presence", site, nil)
+	cs, err := startCaddy(ctx, e.cfg.caddyBin, e.dir, "presence", site, nil, false)
 	if err != nil {
 		return nil, fmt.Errorf("hub unavailable: %w", err)
 	}

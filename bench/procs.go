@@ -334,8 +334,9 @@ type caddyServer struct {
 // startCaddy writes a Caddyfile with the given site body and runs it.
 // site is the body of the `:<port>` block; with tlsf it also serves the
 // same body on a TLS port with that certificate, over HTTP/1.1, HTTP/2
-// and HTTP/3.
-func startCaddy(ctx context.Context, bin, dir, name, site string, tlsf *tlsFiles) (*caddyServer, error) {
+// and HTTP/3; with sockets, its servers list the realtime listener
+// wrapper before tls.
+func startCaddy(ctx context.Context, bin, dir, name, site string, tlsf *tlsFiles, sockets bool) (*caddyServer, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -363,7 +364,7 @@ func startCaddy(ctx context.Context, bin, dir, name, site string, tlsf *tlsFiles
 		tlsSite = fmt.Sprintf("\nhttps://%s:%d {\n\tbind 127.0.0.1\n\ttls %s %s%s\n%s\n}\n", host, tlsPort, tlsf.cert, tlsf.key, tlsOpts, site)
 	}
 	wrappers := ""
-	if os.Getenv("BENCH_SOCKETS") == "1" {
+	if sockets {
 		// the realtime listener wrapper beneath TLS: the hub's fan-out
 		// writes TLS connections over HTTP/1.1 itself
 		wrappers = "\n\t\tlistener_wrappers {\n\t\t\trealtime\n\t\t\ttls\n\t\t}"
